@@ -1,0 +1,1 @@
+"""Headless training, data preprocessing and generation toolkit (run via training/run.py)."""
