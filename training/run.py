@@ -24,7 +24,7 @@ COMMANDS = {
     "lora": ("training.train_lora", "train a LoRA on the DiT"),
     "motion-lora": ("training.train_lora", "train a MotionLoRA on motion-module attention"),
     "domain-adapter": ("training.train_lora", "train a domain adapter on image attention"),
-    "demo-train": ("training.demo", "reproduce the embedded default model end to end"),
+    "demo-train": ("training.demo.chain", "reproduce the embedded default model end to end"),
     "inspect": ("easyanimate_core.checkpoints.cli", "say what a checkpoint file or folder is"),
 }
 
