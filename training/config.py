@@ -1,0 +1,81 @@
+"""Training configuration: a plain nested dict built from three layers, later ones winning:
+
+1. the trainer's ``DEFAULTS`` (every key that exists, with its default and meaning in a comment),
+2. a YAML file given with ``--config``,
+3. ``key=value`` overrides on the command line (dotted keys reach into nested dicts; values are
+   parsed as YAML, so ``lr=2e-5``, ``data.frames=[8,16]`` and ``ema=true`` have their natural types).
+
+Unknown keys are rejected with one sentence, so a typo never trains with a silently ignored option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+import yaml
+
+from easyanimate_core.errors import InputError
+
+
+def _merge(base: dict, extra: dict, where: str, prefix: str = "") -> dict:
+    for key, value in extra.items():
+        name = prefix + str(key)
+        if key not in base:
+            raise InputError(f"{where}: unknown option {name!r}; known options at this level are "
+                             f"{sorted(base)}; fix the spelling or remove it.")
+        if isinstance(base[key], dict) and isinstance(value, dict):
+            _merge(base[key], value, where, name + ".")
+        elif isinstance(base[key], dict):
+            raise InputError(f"{where}: option {name!r} is a group of options, found the single value "
+                             f"{value!r}; set its members as {name}.<member>=value.")
+        else:
+            base[key] = value
+    return base
+
+
+def parse_override(item: str) -> dict:
+    """``a.b=1`` -> ``{"a": {"b": 1}}`` with the value parsed as YAML."""
+    if "=" not in item:
+        raise InputError(f"command-line option {item!r} is not of the form key=value; "
+                         f"write e.g. lr=1e-4 (or use --config FILE).")
+    key, text = item.split("=", 1)
+    value = yaml.safe_load(text) if text.strip() else ""
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def build_config(defaults: dict, yaml_path: str | None = None, overrides=()) -> dict:
+    config = copy.deepcopy(defaults)
+    if yaml_path:
+        path = Path(yaml_path)
+        if not path.is_file():
+            raise InputError(f"config file {yaml_path} does not exist; pass an existing YAML file "
+                             f"(the shipped ones are in training/configs/).")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise InputError(f"config file {yaml_path} must hold a mapping of options, found "
+                             f"{type(loaded).__name__}; write it as 'key: value' lines.")
+        _merge(config, loaded, str(path))
+    for item in overrides:
+        _merge(config, parse_override(item), "command line")
+    return config
+
+
+def parse_args(command: str, argv, defaults: dict, description: str):
+    """The shared command line of every trainer: ``--config``, ``--resume`` and key=value items."""
+    parser = argparse.ArgumentParser(
+        prog=f"run.py {command}", description=description,
+        epilog="Options (key=value, dotted for groups) and their defaults:\n"
+               + yaml.safe_dump(defaults, sort_keys=False),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML file with options (see training/configs/)")
+    parser.add_argument("--resume", nargs="?", const="latest", default=None,
+                        help="continue from the latest checkpoint in output_dir, or from a given "
+                             "checkpoint folder")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args = parser.parse_args(list(argv))
+    config = build_config(defaults, args.config, args.overrides)
+    return config, args.resume

@@ -1,0 +1,278 @@
+"""Training data: metadata entries -> deterministic, bucketed batches of pixels and captions.
+
+Everything random about the data (epoch order, clip starts, crops, frame-count draws) comes from
+generators seeded by ``(seed, epoch, ...)``, so a resumed run sees exactly the batches an
+uninterrupted run would have seen: the data position is just ``(epoch, batch index)``.
+
+Batches are homogeneous: images and videos never share a batch, and with ``buckets`` on, a batch
+holds one aspect-ratio bucket of the spec's ``ASPECT_RATIO_512`` table (scaled to
+``sample_size``). Video batches have one frame count, a multiple of the VAE slice ``interval``.
+Unreadable samples are replaced by the next readable one of the same type and counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from easyanimate_core.errors import InputError
+from training import buckets
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+
+
+def seeded_generator(*parts) -> torch.Generator:
+    """A generator whose seed is a stable hash of ``parts`` (ints and strings)."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+def load_entries(metadata: str, data_root: str | None) -> list[dict]:
+    """Metadata entries with absolute ``file_path``, ``text`` and ``type`` ("image"/"video")."""
+    from training.preprocess.metadata import load_metadata
+
+    return [dict(entry) for entry in load_metadata(metadata, data_root)]
+
+
+@dataclass
+class Item:
+    """One planned sample: which entry, at what size and frame count, with which random draws."""
+    index: int
+    height: int
+    width: int
+    frames: int
+    seed: tuple
+
+
+def _media_size(entry: dict) -> tuple[int, int, int]:
+    """(height, width, frame count) from the metadata when it says, else from the file header."""
+    if entry.get("width") and entry.get("height") and (entry["type"] == "image" or entry.get("num_frames")):
+        return int(entry["height"]), int(entry["width"]), int(entry.get("num_frames") or 1)
+    if entry["type"] == "image":
+        from PIL import Image
+
+        with Image.open(entry["file_path"]) as image:
+            return image.height, image.width, 1
+    from easyanimate_core.video_io import probe_video
+
+    info = probe_video(entry["file_path"])
+    return info.height, info.width, info.num_frames
+
+
+class BatchPlan:
+    """Which items each rank trains on, batch by batch, epoch by epoch.
+
+    All ranks compute the same global list of batches for an epoch and take every
+    ``world_size``-th one, cut to the same count, so every rank runs the same number of steps.
+    """
+
+    def __init__(self, entries: list[dict], cfg: dict, seed: int, interval: int,
+                 rank: int = 0, world_size: int = 1):
+        self.entries, self.cfg, self.seed, self.interval = entries, cfg, seed, interval
+        self.rank, self.world_size = rank, world_size
+        self.unreadable = 0
+        self.shape = {}  # index -> (h, w, frames) of readable entries
+        for i, entry in enumerate(entries):
+            if cfg["types"] != "both" and entry["type"] != cfg["types"]:
+                continue
+            try:
+                self.shape[i] = _media_size(entry)
+            except Exception:
+                self.unreadable += 1
+        if not self.shape:
+            raise InputError(f"no readable {cfg['types']} samples in the metadata "
+                             f"({len(entries)} entries, {self.unreadable} unreadable); check "
+                             f"data.metadata, data.root and data.types.")
+
+    def _bucket(self, index: int) -> tuple:
+        h, w, n = self.shape[index]
+        kind = self.entries[index]["type"]
+        ratio = buckets.closest_ratio(h, w) if self.cfg["buckets"] else 1.0
+        return kind, ratio
+
+    def _frames_for(self, index: int) -> int:
+        """How many frames the clip sampler can give this entry (the spec's 0.8 rule)."""
+        n = self.shape[index][2]
+        if self.entries[index]["type"] == "image":
+            return 1
+        return max(1, min(self.cfg["frames"], int(0.8 * n)))
+
+    def epoch_batches(self, epoch: int) -> list[list[Item]]:
+        cfg = self.cfg
+        order = torch.randperm(len(self.entries), generator=seeded_generator(self.seed, "order", epoch))
+        groups: dict[tuple, list[int]] = {}
+        batches = []
+        for index in order.tolist():
+            if index not in self.shape:
+                continue
+            key = self._bucket(index)
+            group = groups.setdefault(key, [])
+            group.append(index)
+            if len(group) == cfg["batch_size"]:
+                batches.append((key, list(group)))
+                group.clear()
+        per_rank = len(batches) // self.world_size
+        if per_rank == 0:
+            raise InputError(f"the data gives {len(batches)} full batches per epoch, fewer than the "
+                             f"{self.world_size} processes; lower data.batch_size, add samples, or "
+                             f"turn off data.buckets.")
+        mine = batches[self.rank::self.world_size][:per_rank]
+        # the global order is rank-interleaved, so the batch seed uses its global position
+        out = []
+        for local, (key, indices) in enumerate(mine):
+            position = local * self.world_size + self.rank
+            draw = seeded_generator(self.seed, "batch", epoch, position)
+            kind, ratio = key
+            if cfg["buckets"]:
+                height, width = buckets.bucket_size(ratio, cfg["sample_size"])
+            else:
+                height = width = cfg["sample_size"]
+            if kind == "image":
+                frames = 1
+            else:
+                frames = buckets.frame_bucket([self._frames_for(i) for i in indices], self.interval,
+                                              cfg["frames"])
+                if cfg["random_frame_crop"]:
+                    frames = min(frames, buckets.random_frame_crop(cfg["frames"], self.interval, draw))
+            out.append([Item(i, height, width, frames, (self.seed, epoch, position, k))
+                        for k, i in enumerate(indices)])
+        return out
+
+
+def _to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """(F, H, W, 3) uint8 -> (3, F, H, W) float in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)
+
+
+def _resize(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    frames = video.permute(1, 0, 2, 3)  # (F, 3, H, W)
+    frames = F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False,
+                           antialias=True)
+    return frames.permute(1, 0, 2, 3)
+
+
+def clip_indices(num_frames: int, count: int, stride: int, generator) -> list[int]:
+    """The spec's clip sampler: ``count`` frames at ``stride`` from a random start that skips the
+    first 10% and the last 10% of the video, shrinking the stride when the video is short."""
+    count = max(1, min(count, num_frames))
+    video_length = max(count, int(0.9 * num_frames))
+    clip_length = min(video_length, (count - 1) * stride + 1)
+    low = min(int(0.1 * video_length), video_length - clip_length)
+    start = low + int(torch.randint(video_length - clip_length - low + 1, (), generator=generator))
+    return np.linspace(start, start + clip_length - 1, count).round().astype(int).tolist()
+
+
+class MediaDataset(torch.utils.data.Dataset):
+    """Loads planned :class:`Item` s as ``{"pixels": (3, F, H, W), "text": str, "type": str}``.
+
+    ``crop``: "center" (resize to cover the bucket, center crop; the DiT trainers) or
+    "random_square" (a random square of side U(0.25, 1) x the shorter side, resized; the VAE
+    trainer). ``static_frames``: take one random frame of a video, repeated (domain adapter).
+    ``transform``: an optional callable ``(video, generator) -> video`` (camera augmentation).
+    """
+
+    def __init__(self, entries, cfg: dict, crop: str = "center", transform=None):
+        self.entries, self.cfg, self.crop, self.transform = entries, cfg, crop, transform
+
+    def __len__(self):
+        return len(self.entries)
+
+    def _load(self, item: Item, index: int, generator) -> torch.Tensor:
+        entry = self.entries[index]
+        if entry["type"] == "image":
+            from PIL import Image
+
+            with Image.open(entry["file_path"]) as image:
+                frames = np.asarray(image.convert("RGB"))[None]
+            frames = np.repeat(frames, item.frames, axis=0) if item.frames > 1 else frames
+        else:
+            from easyanimate_core.video_io import probe_video, read_video
+
+            total = probe_video(entry["file_path"]).num_frames
+            if self.cfg.get("static_frames"):
+                pick = int(torch.randint(total, (), generator=generator))
+                indices = [pick] * item.frames
+            else:
+                if total < item.frames:
+                    raise InputError(f"{entry['file_path']} has {total} frames, {item.frames} needed")
+                indices = clip_indices(total, item.frames, self.cfg["stride"], generator)
+            frames, _ = read_video(entry["file_path"], indices)
+        video = _to_tensor(frames)
+        if self.crop == "random_square":
+            _, _, h, w = video.shape
+            side = max(8, int(min(h, w) * (0.25 + 0.75 * torch.rand((), generator=generator).item())))
+            top = int(torch.randint(h - side + 1, (), generator=generator))
+            left = int(torch.randint(w - side + 1, (), generator=generator))
+            video = _resize(video[:, :, top:top + side, left:left + side], item.height, item.width)
+        else:
+            _, _, h, w = video.shape
+            rh, rw = buckets.resize_crop_size(h, w, item.height, item.width)
+            video = _resize(video, rh, rw)
+            top, left = (rh - item.height) // 2, (rw - item.width) // 2
+            video = video[:, :, top:top + item.height, left:left + item.width]
+        if self.transform is not None:
+            video = self.transform(video, generator)
+        return video.clamp(-1, 1)
+
+    def __getitem__(self, item: Item) -> dict:
+        kind = self.entries[item.index]["type"]
+        same_kind = [i for i, e in enumerate(self.entries) if e["type"] == kind]
+        start = same_kind.index(item.index)
+        # an unreadable sample is replaced by the next readable one of its type, and counted
+        for skipped in range(min(len(same_kind), 16)):
+            index = same_kind[(start + skipped) % len(same_kind)]
+            generator = seeded_generator(*item.seed, skipped)
+            try:
+                pixels = self._load(item, index, generator)
+            except Exception:
+                continue
+            return {"pixels": pixels, "text": self.entries[index].get("text", ""), "type": kind,
+                    "skipped": skipped, "key": self.entries[index]["file_path"]}
+        raise InputError(f"16 {kind} samples in a row starting at {self.entries[item.index]['file_path']} "
+                         f"could not be read; check the data files (run the preprocess checks).")
+
+
+def collate(items: list[dict]) -> dict:
+    batch = {"pixels": torch.stack([item["pixels"] for item in items]),
+             "text": [item["text"] for item in items],
+             "type": items[0]["type"],
+             "skipped": sum(item["skipped"] for item in items),
+             "key": [item["key"] for item in items]}
+    for name in items[0]:
+        if name not in batch:
+            batch[name] = torch.stack([item[name] for item in items])
+    return batch
+
+
+class BatchStream:
+    """Iterates batches from a data position ``(epoch, batch)`` onwards, forever, through a
+    DataLoader (worker processes when ``num_workers > 0``)."""
+
+    def __init__(self, plan: BatchPlan, dataset, num_workers: int = 0):
+        self.plan, self.dataset, self.num_workers = plan, dataset, num_workers
+        self.epoch, self.batch = 0, 0
+
+    def batches_per_epoch(self) -> int:
+        return len(self.plan.epoch_batches(0))
+
+    def __iter__(self):
+        while True:
+            planned = self.plan.epoch_batches(self.epoch)[self.batch:]
+            loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=planned, collate_fn=collate,
+                                                 num_workers=self.num_workers)
+            for batch in loader:
+                self.batch += 1
+                yield batch
+            self.epoch, self.batch = self.epoch + 1, 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])

@@ -1,0 +1,286 @@
+"""The one training loop every trainer shares.
+
+A trainer builds its models, optimizers and a ``step_fn(batch, step, generator) -> {name: loss}``
+that does forward, backward and the optimizer step(s); :func:`train` then runs it under
+accelerate (one process, DDP, multi-node, DeepSpeed: whatever ``accelerate launch`` set up) and
+owns everything around it:
+
+* reproducibility: every step's randomness comes from a generator seeded by (seed, step, rank) and
+  the global RNG is re-seeded the same way, so the weights a run reaches depend only on the seed,
+  never on where it was interrupted;
+* checkpoints every ``checkpoint_every`` steps through ``accelerator.save_state`` (models,
+  optimizers, schedulers, EMA, data position) written to a temporary folder and renamed into
+  place, so a kill during a save leaves the previous checkpoint the latest complete one;
+* ``resume`` ("latest" or a checkpoint folder), logging to TensorBoard and a CSV, a loss-curve PNG
+  at the end, a progress bar with ETA, validation every ``validation_every`` steps.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from easyanimate_core.errors import InputError
+from training.data import seeded_generator
+
+CHECKPOINT_PREFIX = "checkpoint-"
+
+# Options of the loop itself; every trainer includes them in its DEFAULTS under "train".
+LOOP_DEFAULTS = {
+    "output_dir": "outputs/run",
+    "seed": 42,
+    "steps": 1000,                # training steps (batches) to run in total
+    "checkpoint_every": 500,      # 0: only at the end
+    "checkpoints_keep": 3,        # older complete checkpoints are deleted
+    "log_every": 1,
+    "validation_every": 0,        # 0: no validation during training
+    "mixed_precision": "no",      # no | fp16 | bf16
+    "gradient_accumulation_steps": 1,
+}
+
+
+def make_accelerator(train_cfg: dict):
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    return Accelerator(mixed_precision=train_cfg["mixed_precision"],
+                       gradient_accumulation_steps=train_cfg["gradient_accumulation_steps"],
+                       project_config=ProjectConfiguration(project_dir=train_cfg["output_dir"]))
+
+
+class TrainState:
+    """The loop's own resumable state: step count and data position (epoch, batch)."""
+
+    def __init__(self):
+        self.step = 0
+        self.data = {"epoch": 0, "batch": 0}
+        self.skipped = 0
+
+    def state_dict(self):
+        return {"step": self.step, "data": dict(self.data), "skipped": self.skipped}
+
+    def load_state_dict(self, state):
+        self.step, self.data, self.skipped = int(state["step"]), dict(state["data"]), int(state["skipped"])
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def checkpoint_dir(output_dir) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def complete_checkpoints(output_dir) -> list[Path]:
+    """Complete checkpoints, oldest first (temporary folders of interrupted saves are ignored)."""
+    folder = checkpoint_dir(output_dir)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and re.fullmatch(CHECKPOINT_PREFIX + r"\d+", p.name)]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
+
+def resolve_resume(resume: str, output_dir) -> Path:
+    if resume == "latest":
+        found = complete_checkpoints(output_dir)
+        if not found:
+            raise InputError(f"--resume latest found no complete checkpoint under "
+                             f"{checkpoint_dir(output_dir)}; start without --resume or pass a folder.")
+        return found[-1]
+    path = Path(resume)
+    if not (path.is_dir() and (path / "custom_checkpoint_0.pkl").is_file()):
+        raise InputError(f"--resume {resume} is not a complete checkpoint folder (expected "
+                         f"{CHECKPOINT_PREFIX}<step> with the saved states); pass one from "
+                         f"{checkpoint_dir(output_dir)} or 'latest'.")
+    return path
+
+
+def save_checkpoint(accelerator, output_dir, step: int, keep: int) -> Path:
+    folder = checkpoint_dir(output_dir)
+    final = folder / f"{CHECKPOINT_PREFIX}{step:08d}"
+    temp = folder / f".tmp-{CHECKPOINT_PREFIX}{step:08d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(temp, ignore_errors=True)
+        temp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(temp, final)   # the checkpoint becomes visible only when complete
+        for old in complete_checkpoints(output_dir)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+# ---------------------------------------------------------------- gradient clipping
+
+def clip_gradients(accelerator, parameters, step: int, max_grad_norm: float, warmup_steps: int = 1000,
+                   initial_ratio: float = 5.0):
+    """The v3 reference's adaptive clipping. The threshold starts at ``initial_ratio x
+    max_grad_norm`` and decays linearly to ``max_grad_norm`` over ``warmup_steps``; afterwards a
+    gradient more than 5x over the threshold is clipped harder, to ``threshold / min(ratio, 10)``,
+    so one abnormal batch cannot throw the weights far. Returns the total norm before clipping."""
+    parameters = [p for p in parameters if p.grad is not None]
+    if max_grad_norm <= 0 or not parameters:
+        return None
+    total = accelerator.clip_grad_norm_(parameters, float("inf"))
+    if total is None:  # DeepSpeed clips inside its engine (gradient_clipping in its json)
+        return None
+    total = float(total)
+    if step < warmup_steps:
+        threshold = max_grad_norm * (initial_ratio - (initial_ratio - 1.0) * step / warmup_steps)
+    else:
+        threshold = max_grad_norm
+        ratio = total / threshold
+        if ratio > 5.0:
+            threshold = threshold / min(ratio, 10.0)
+    if math.isfinite(total) and total > threshold:
+        scale = threshold / (total + 1e-6)
+        for p in parameters:
+            p.grad.mul_(scale)
+    return total
+
+
+# ---------------------------------------------------------------- logging
+
+class LossLog:
+    """TensorBoard scalars + ``losses.csv`` (step, name, value) + ``loss_curve.png`` at the end.
+    On resume, rows past the resumed step are dropped so the CSV reads like one run."""
+
+    def __init__(self, output_dir, enabled: bool, start_step: int):
+        self.enabled = enabled
+        self.path = Path(output_dir) / "losses.csv"
+        self.png = Path(output_dir) / "loss_curve.png"
+        self.writer = None
+        if not enabled:
+            return
+        rows = []
+        if self.path.is_file():
+            with self.path.open() as f:
+                rows = [r for r in csv.reader(f)][1:]
+        with self.path.open("w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["step", "name", "value"])
+            out.writerows(r for r in rows if int(r[0]) <= start_step)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(Path(output_dir) / "tensorboard"), purge_step=start_step + 1)
+
+    def log(self, step: int, values: dict) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a", newline="") as f:
+            out = csv.writer(f)
+            for name, value in values.items():
+                out.writerow([step, name, f"{value:.6g}"])
+                self.writer.add_scalar(name, value, step)
+
+    def finish(self) -> None:
+        if not self.enabled:
+            return
+        self.writer.close()
+        plot_losses(self.path, self.png)
+
+
+def plot_losses(csv_path, png_path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, tuple[list, list]] = {}
+    with open(csv_path) as f:
+        for row in list(csv.reader(f))[1:]:
+            steps, values = series.setdefault(row[1], ([], []))
+            steps.append(int(row[0]))
+            values.append(float(row[2]))
+    if not series:
+        return
+    fig, axes = plt.subplots(len(series), 1, figsize=(7, 2.2 * len(series)), squeeze=False)
+    for ax, (name, (steps, values)) in zip(axes[:, 0], sorted(series.items())):
+        ax.plot(steps, values, linewidth=1)
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- the loop
+
+def train(accelerator, cfg: dict, stream, step_fn, checkpoint_objects=(), export=None, validate=None,
+          resume: str | None = None) -> TrainState:
+    """Run ``step_fn`` until ``cfg['steps']`` steps are done (resuming first when asked), then
+    call ``export()`` on the main process. ``checkpoint_objects`` are extra objects with
+    ``state_dict``/``load_state_dict`` (EMA, ...) saved in every checkpoint."""
+    from tqdm.auto import tqdm
+
+    output_dir = Path(cfg["output_dir"])
+    state = TrainState()
+    accelerator.register_for_checkpointing(state, *checkpoint_objects)
+    if resume:
+        path = resolve_resume(resume, output_dir)
+        accelerator.load_state(str(path))
+        stream.load_state_dict(state.data)
+        accelerator.print(f"resumed from {path} at step {state.step}")
+    log = LossLog(output_dir, accelerator.is_main_process, state.step)
+    bar = tqdm(total=cfg["steps"], initial=state.step, disable=not accelerator.is_main_process,
+               desc="train", dynamic_ncols=True)
+    rank = accelerator.process_index
+    started = time.perf_counter()
+    batches = iter(stream)
+    while state.step < cfg["steps"]:
+        batch = next(batches)
+        step = state.step
+        torch.manual_seed(int(seeded_generator(cfg["seed"], "global", step, rank).initial_seed()))
+        values = step_fn(batch, step, seeded_generator(cfg["seed"], "step", step, rank))
+        state.step += 1
+        state.data = stream.state_dict()
+        state.skipped += int(batch.get("skipped", 0))
+        if state.step % cfg["log_every"] == 0 or state.step == cfg["steps"]:
+            values = {name: float(accelerator.reduce(torch.as_tensor(float(v), device=accelerator.device),
+                                                     "mean")) for name, v in values.items()}
+            log.log(state.step, values)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in list(values.items())[:3]})
+        bar.update(1)
+        if (cfg["checkpoint_every"] and state.step % cfg["checkpoint_every"] == 0) or state.step == cfg["steps"]:
+            save_checkpoint(accelerator, output_dir, state.step, cfg["checkpoints_keep"])
+        if validate is not None and cfg["validation_every"] and state.step % cfg["validation_every"] == 0:
+            if accelerator.is_main_process:
+                validate(state.step)
+            accelerator.wait_for_everyone()
+    bar.close()
+    accelerator.wait_for_everyone()
+    if export is not None and accelerator.is_main_process:
+        export()
+    log.finish()
+    if state.skipped:
+        accelerator.print(f"{state.skipped} unreadable samples were skipped (replaced by readable ones)")
+    accelerator.print(f"done: {state.step} steps in {time.perf_counter() - started:.1f} s, "
+                      f"outputs in {output_dir}")
+    accelerator.wait_for_everyone()
+    return state
+
+
+def lr_schedule(optimizer, kind: str, warmup_steps: int, total_steps: int):
+    """``constant`` / ``constant_with_warmup`` (linear warm-up, the reference DiT schedule) /
+    ``cosine`` (warm-up then cosine to zero)."""
+    def factor(step):
+        warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+        if kind in ("constant", "constant_with_warmup"):
+            return warm if kind == "constant_with_warmup" else 1.0
+        if kind == "cosine":
+            progress = max(0.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+            return warm * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        raise InputError(f"train.lr_schedule {kind!r} is not one of constant, constant_with_warmup, cosine; "
+                         f"pick one of those.")
+    factor(0)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,0 +1,226 @@
+"""Slice-VAE training (spec 3.1).
+
+    python training/run.py vae          --config training/configs/vae.yaml [key=value ...]
+    python training/run.py vae-decoder  --config training/configs/vae_decoder.yaml
+
+Stage 1 (``vae``) trains the whole autoencoder on images and clips; stage 2 (``vae-decoder``)
+freezes the encoder and ``quant_conv`` so the latent space stays exactly as it is, and trains the
+decoder (with ``post_quant_conv``) for fidelity. Loss: Gaussian NLL of L1/L2 + LPIPS with a
+learned log-variance, KL, and from ``disc_start`` on a hinge GAN with a per-frame PatchGAN and a
+3D clip discriminator, its weight balanced against the NLL at the decoder's last layer. Adam
+(0.5, 0.9). The EMA weights are exported as a released ``vae/`` folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from easyanimate_core.errors import InputError
+from training import data as data_lib
+from training.config import parse_args
+from training.ema import EMA
+from training.loop import LOOP_DEFAULTS, clip_gradients, make_accelerator, train
+
+DEFAULTS = {
+    "train": {**LOOP_DEFAULTS,
+              "output_dir": "outputs/vae",
+              "lr": 1e-4,
+              "betas": [0.5, 0.9],
+              "max_grad_norm": 0.0,        # 0: no clipping (the reference does not clip the VAE)
+              "ema": True,
+              "ema_decay": 0.9999,
+              "num_workers": 0},
+    "model": {"pretrained": "",            # released vae/ folder or weights file to start from
+              "config": {},                # VAE config (reference key names) when not pretrained
+              "decoder_only": False,       # stage 2: freeze encoder + quant_conv
+              "last_layer": "decoder.conv_out.weight"},  # the adaptive GAN weight looks here
+    "loss": {"l1_weight": 1.0, "l2_weight": 0.0,
+             "perceptual_weight": 1.0,
+             "perceptual_weights": "",     # local LPIPS/VGG16 file; empty: perceptual term off
+             "kl_weight": 1e-6,
+             "disc_weight": 0.5,
+             "disc_start": 50001,          # discriminators (and the GAN term) start at this step
+             "disc_lr": 1e-4,
+             "disc_2d_channels": 64, "disc_2d_layers": 3,
+             "disc_3d_channels": [64, 128, 256]},
+    "data": {"metadata": "", "root": "",
+             "types": "both",              # image | video | both (never mixed within a batch)
+             "batch_size": 1,
+             "sample_size": 256,
+             "frames": 25,                 # 25 = 1 + 3 x 8: lone first frame + three slices
+             "stride": 1,
+             "buckets": False,
+             "random_frame_crop": False},
+}
+
+STAGE_DEFAULTS = {
+    "vae": {},
+    "vae-decoder": {"model": {"decoder_only": True}, "loss": {"l1_weight": 0.0, "l2_weight": 1.0},
+                    "train": {"output_dir": "outputs/vae_decoder"}},
+}
+
+
+def command_defaults(command: str) -> dict:
+    from training.config import _merge
+
+    return _merge(copy.deepcopy(DEFAULTS), STAGE_DEFAULTS[command], "stage defaults")
+
+
+class Autoencode(nn.Module):
+    """encode -> sample -> decode as one forward, so DDP sees one call per step."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, video, noise_seed: int):
+        posterior = self.vae.encode(video)
+        generator = torch.Generator(device=video.device).manual_seed(noise_seed)
+        latents = posterior.sample(generator=generator)
+        recon = self.vae.decode(latents)
+        return recon, posterior.kl()
+
+
+def build_vae(model_cfg: dict):
+    from easyanimate_core.models.vae import VideoVAE, load_vae
+
+    if model_cfg["pretrained"]:
+        vae = load_vae(model_cfg["pretrained"], dtype=torch.float32)
+    elif model_cfg["config"]:
+        vae = VideoVAE.from_config(dict(model_cfg["config"]))
+    else:
+        raise InputError("the VAE trainer needs model.pretrained (a vae/ folder or file) or "
+                         "model.config (a VAE config dict); set one of them.")
+    if model_cfg["decoder_only"]:
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
+    return vae
+
+
+def build_perceptual(loss_cfg: dict, accelerator):
+    if loss_cfg["perceptual_weight"] <= 0:
+        return None
+    if not loss_cfg["perceptual_weights"]:
+        accelerator.print("note: loss.perceptual_weights is not set, so the perceptual (LPIPS) term is "
+                          "off; give a local LPIPS/VGG16 weights file to turn it on.")
+        return None
+    from training.perceptual import load_lpips
+
+    return load_lpips(loss_cfg["perceptual_weights"])
+
+
+def export_vae(vae, folder: Path) -> None:
+    from easyanimate_core.checkpoints import save_state_dict
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}
+    save_state_dict(folder / "diffusion_pytorch_model.safetensors", state)
+    (folder / "config.json").write_text(json.dumps(vae.config, indent=2))
+
+
+def main(command: str, argv) -> int:
+    from training.discriminators import VideoDiscriminators
+    from training.losses import VAELoss, adaptive_weight, generator_adversarial, hinge_discriminator
+
+    cfg, resume = parse_args(command, argv, command_defaults(command), __doc__.split("\n\n")[0])
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    tcfg, mcfg, lcfg, dcfg = cfg["train"], cfg["model"], cfg["loss"], cfg["data"]
+    accelerator = make_accelerator(tcfg)
+    torch.manual_seed(tcfg["seed"])  # identical initial weights on every rank
+
+    vae = build_vae(mcfg)
+    discs = VideoDiscriminators(lcfg["disc_2d_channels"], lcfg["disc_2d_layers"], lcfg["disc_3d_channels"])
+    loss_fn = VAELoss(lcfg["l1_weight"], lcfg["l2_weight"], lcfg["perceptual_weight"])
+    perceptual = build_perceptual(lcfg, accelerator)
+    params = dict(vae.named_parameters())
+    if mcfg["last_layer"] not in params:
+        raise InputError(f"model.last_layer {mcfg['last_layer']!r} is not a parameter of the VAE; "
+                         f"name the decoder's output convolution weight.")
+    ae = Autoencode(vae)
+    trainable = [p for p in vae.parameters() if p.requires_grad] + [loss_fn.logvar]
+    opt_ae = torch.optim.Adam(trainable, lr=tcfg["lr"], betas=tuple(tcfg["betas"]))
+    opt_d = torch.optim.Adam(discs.parameters(), lr=lcfg["disc_lr"], betas=tuple(tcfg["betas"]))
+    ema = EMA(vae, tcfg["ema_decay"]) if tcfg["ema"] else None
+
+    entries = data_lib.load_entries(dcfg["metadata"], dcfg["root"])
+    plan = data_lib.BatchPlan(entries, dcfg, tcfg["seed"], interval=vae.mini_batch_encoder,
+                              rank=accelerator.process_index, world_size=accelerator.num_processes)
+    dataset = data_lib.MediaDataset(entries, dcfg, crop="random_square")
+    stream = data_lib.BatchStream(plan, dataset, tcfg["num_workers"])
+
+    ae, discs, opt_ae, opt_d = accelerator.prepare(ae, discs, opt_ae, opt_d)
+    loss_fn.to(accelerator.device)
+    if perceptual is not None:
+        perceptual.to(accelerator.device)
+    plain_discs = accelerator.unwrap_model(discs)
+    last_layer = dict(accelerator.unwrap_model(ae).vae.named_parameters())[mcfg["last_layer"]]
+
+    def step_fn(batch, step, generator):
+        video = batch["pixels"].to(accelerator.device)
+        gan_on = step >= lcfg["disc_start"]
+        seed = int(torch.randint(2**62, (), generator=generator))
+        with accelerator.autocast():
+            recon, kl = ae(video, seed)
+            nll, rec = loss_fn.nll(video, recon.float(), perceptual)
+            kl = kl.float().sum() / video.shape[0]
+            loss = nll + lcfg["kl_weight"] * kl
+            logs = {"loss/nll": nll.detach(), "loss/rec": rec, "loss/kl": kl.detach(),
+                    "logvar": loss_fn.logvar.detach()}
+            if gan_on:
+                plain_discs.requires_grad_(False)
+                g_loss = generator_adversarial(*plain_discs(recon))
+                plain_discs.requires_grad_(True)
+                d_weight = adaptive_weight(nll, g_loss, last_layer, lcfg["disc_weight"])
+                loss = loss + d_weight * g_loss
+                logs.update({"loss/g": g_loss.detach(), "d_weight": d_weight})
+        accelerator.backward(loss)
+        if accelerator.num_processes > 1:  # logvar lives outside the DDP-wrapped module
+            loss_fn.logvar.grad = accelerator.reduce(loss_fn.logvar.grad, "mean")
+        clip_gradients(accelerator, trainable, step, tcfg["max_grad_norm"])
+        opt_ae.step()
+        opt_ae.zero_grad(set_to_none=True)
+        if gan_on:
+            with accelerator.autocast():
+                logits_2d, logits_3d = discs(torch.cat([video, recon.detach()]))
+                b = video.shape[0]
+                frames = b * video.shape[2]
+                d_loss = hinge_discriminator(logits_2d[:frames], logits_2d[frames:],
+                                             logits_3d[:b], logits_3d[b:])
+            accelerator.backward(d_loss)
+            opt_d.step()
+            opt_d.zero_grad(set_to_none=True)
+            logs["loss/d"] = d_loss.detach()
+        if ema is not None:
+            ema.update(accelerator.unwrap_model(ae).vae)
+        logs["loss/total"] = loss.detach()
+        return logs
+
+    def export():
+        final = copy.deepcopy(accelerator.unwrap_model(ae).vae).float()
+        if ema is not None:
+            ema.copy_to(final)
+        export_vae(final, Path(tcfg["output_dir"]) / "vae")
+
+    def validate(step):
+        from easyanimate_core.video_io import write_video
+
+        first = plan.epoch_batches(0)[0][:1]
+        video = data_lib.collate([dataset[item] for item in first])["pixels"].to(accelerator.device)
+        model = accelerator.unwrap_model(ae).vae
+        with torch.no_grad():
+            recon = model.decode(model.encode(video).mode()).clamp(-1, 1)
+        psnr = 10 * torch.log10(4.0 / (video - recon).pow(2).mean())
+        pair = torch.cat([video, recon], dim=-1)[0]  # side by side: input | reconstruction
+        frames = ((pair.permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).byte().cpu().numpy()
+        out = write_video(Path(tcfg["output_dir"]) / "validation" / f"step-{step:08d}.mp4", frames, fps=8)
+        accelerator.print(f"validation step {step}: PSNR {float(psnr):.2f} dB -> {out}")
+
+    objects = [loss_fn] + ([ema] if ema is not None else [])
+    train(accelerator, tcfg, stream, step_fn, checkpoint_objects=objects, export=export,
+          validate=validate, resume=resume)
+    return 0
