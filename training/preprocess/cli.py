@@ -1,0 +1,296 @@
+"""``python training/run.py preprocess <stage> [options]``: the data pipeline, stage by stage or all.
+
+Stages and their files (``all`` runs them in this order inside ``--workdir``):
+  split      source videos -> clips/ + split.jsonl (one line per source, with its clips)
+  text       drop clips with burned-in text            -> text.jsonl
+  motion     drop clips too static or too shaky        -> motion.jsonl
+  aesthetic  drop ugly clips (needs local CLIP + head) -> aesthetic.jsonl
+  caption    caption kept clips                        -> caption.jsonl
+  metadata   training metadata JSON + summary          -> metadata.json, summary.txt
+  merge      join shard files (--workdir W, or --output OUT INPUT...)
+Cheap filters run first so the model stages see fewer clips. Every stage resumes where it stopped.
+Shards: --num-shards N --shard-index I (or RANK / WORLD_SIZE from accelerate / torchrun); each
+shard writes NAME.shard-0000I-of-0000N.jsonl; 'merge' joins them afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from functools import partial
+from pathlib import Path
+
+from easyanimate_core.errors import InputError
+from easyanimate_core.progress import console
+from easyanimate_core.video_io import probe_video
+
+from . import aesthetic, caption, metadata, motion, split, text_score
+from .jobs import Shard, merge_jsonl, read_jsonl, run_stage, shard_files
+
+CLIP_STAGES = ("text", "motion", "aesthetic", "caption")
+STAGE_FILES = ("split", *CLIP_STAGES)
+
+
+# ---------------------------------------------------------------- options
+
+def _add_shards(p):
+    p.add_argument("--num-shards", type=int, default=None, help="split the work into this many shards "
+                   "(default: WORLD_SIZE from the environment, else 1)")
+    p.add_argument("--shard-index", type=int, default=None, help="which shard this process runs (default RANK, else 0)")
+
+
+def _add_split(p):
+    p.add_argument("--thresholds", type=float, nargs="+", default=[10.0, 20.0, 30.0],
+                   help="content-detector thresholds of the cascade, one per --frame-skips entry")
+    p.add_argument("--frame-skips", type=int, nargs="+", default=[0, 1, 2], help="frames skipped per pass")
+    p.add_argument("--min-scene-frames", type=int, default=10, help="shortest scene the detector reports")
+    p.add_argument("--min-seconds", type=float, default=3.0, help="shortest clip kept")
+    p.add_argument("--max-seconds", type=float, default=10.0, help="longer scenes are cut into pieces this long")
+    p.add_argument("--crf", type=int, default=18, help="H.264 quality of the clips (lower is better)")
+
+
+def _add_text(p):
+    p.add_argument("--text-detector", choices=["opencv", "easyocr"], default="opencv")
+    p.add_argument("--text-model", default=None, help="folder with EasyOCR's craft_mlt_25k.pth (easyocr only)")
+    p.add_argument("--max-text-area", type=float, default=0.01, help="drop clips whose text covers more of a frame")
+    p.add_argument("--text-frames", type=int, default=3, help="frames sampled per clip")
+
+
+def _add_motion(p):
+    p.add_argument("--flow", choices=["farneback", "raft", "torch"], default="farneback")
+    p.add_argument("--flow-weights", default=None, help="TorchScript / torch.export file of the flow network")
+    p.add_argument("--min-motion", type=float, default=3.0, help="keep clips with motion score above this")
+    p.add_argument("--max-motion", type=float, default=8.0, help="keep clips with motion score below this")
+
+
+def _add_aesthetic(p):
+    p.add_argument("--clip-model", default=None, help="local CLIP ViT-L/14 folder (transformers layout)")
+    p.add_argument("--aesthetic-head", default=None, help="LAION aesthetic predictor head (.pth / .safetensors)")
+    p.add_argument("--min-aesthetic", type=float, default=4.0, help="keep clips scoring at least this")
+
+
+def _add_caption(p):
+    p.add_argument("--caption-model", default=None, help="local vision-language model folder")
+    p.add_argument("--summary-model", default=None, help="local causal LM folder to merge frame captions")
+    p.add_argument("--captions", choices=["model", "sidecar"], default=None,
+                   help="where captions come from (default: model when --caption-model is given, else sidecar)")
+    p.add_argument("--captions-from", default=None, help="existing metadata (JSON/JSONL/CSV) whose text to reuse")
+    p.add_argument("--sources-root", default=None, help="folder of the source videos (for source .txt sidecars)")
+    p.add_argument("--caption-frames", type=int, default=1, help="frames captioned per clip (1 = middle frame)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--summary-temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--batch-size", type=int, default=8, help="clips per model batch")
+
+
+def _add_device(p):
+    p.add_argument("--device", default="cpu", help="torch device for model stages (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+
+
+def _add_io(p, needs_root=True):
+    p.add_argument("--input", required=True, help="previous stage's .jsonl, or a folder of clips")
+    p.add_argument("--output", required=True, help="this stage's .jsonl (appended to, resumable)")
+    if needs_root:
+        p.add_argument("--data-root", default=None, help="folder the clips' file_path is relative to "
+                       "(default: the input folder, or clips/ next to the input file)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run.py preprocess", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="stage", required=True)
+
+    p = sub.add_parser("split", help="cut source videos into single-scene clips")
+    p.add_argument("--input", required=True, help="folder of videos, one video, or a .txt list")
+    p.add_argument("--clips-dir", required=True, help="where the clips are written (the data root)")
+    p.add_argument("--output", required=True, help="split.jsonl")
+    _add_split(p), _add_shards(p)
+
+    for name, add in (("text", _add_text), ("motion", _add_motion), ("aesthetic", _add_aesthetic),
+                      ("caption", _add_caption)):
+        p = sub.add_parser(name, help=f"{name} stage over clips")
+        _add_io(p), add(p), _add_shards(p)
+        if name in ("aesthetic", "caption", "motion"):
+            _add_device(p)
+
+    p = sub.add_parser("metadata", help="training metadata JSON + kept/dropped summary")
+    p.add_argument("--input", required=True, help="the last stage's .jsonl")
+    p.add_argument("--output", required=True, help="metadata .json")
+    p.add_argument("--stages", nargs="*", default=[], help="stage .jsonl files to summarise, in order")
+
+    p = sub.add_parser("merge", help="join the shard files of a run")
+    p.add_argument("--workdir", default=None, help="merge every stage's shards in this 'all' workdir")
+    p.add_argument("--output", default=None, help="merge INPUTS into this file (.jsonl or metadata .json)")
+    p.add_argument("inputs", nargs="*")
+
+    p = sub.add_parser("all", help="split -> text -> motion -> aesthetic -> caption -> metadata")
+    p.add_argument("--input", required=True, help="folder of videos, one video, or a .txt list")
+    p.add_argument("--workdir", required=True, help="clips/, stage files, metadata.json, summary.txt go here")
+    for add in (_add_split, _add_text, _add_motion, _add_aesthetic, _add_caption, _add_device, _add_shards):
+        add(p)
+    p.add_argument("--skip", nargs="*", default=[], choices=CLIP_STAGES, help="clip stages not to run")
+    return parser
+
+
+# ---------------------------------------------------------------- stages
+
+def _dtype(name):
+    import torch
+
+    return getattr(torch, name)
+
+
+def clip_items(source, data_root=None) -> tuple[list[dict], Path]:
+    """(records, data root) from a stage .jsonl or a folder of clips."""
+    source = Path(source)
+    if source.is_dir():
+        _, names = split.list_sources(source)
+        return [_folder_record(source, name) for name in names], Path(data_root or source)
+    if not source.is_file():
+        raise InputError(f"input {source} is neither a stage .jsonl file nor a folder of clips; check --input")
+    return metadata.kept_records(source), Path(data_root or source.parent / "clips")
+
+
+def _folder_record(root: Path, name: str) -> dict:
+    record = {"file_path": name, "type": "video"}
+    try:
+        info = probe_video(root / name)
+        record.update(width=info.width, height=info.height, num_frames=info.num_frames, fps=info.fps)
+    except InputError:
+        pass  # the stage itself reports the unreadable file
+    return record
+
+
+def _per_item(function):
+    return lambda batch: [function(item) for item in batch]
+
+
+def _report(report) -> None:
+    print(f"[{report.name}] {report.total} items in shard: {report.skipped} already done, {report.done} done now, "
+          f"{report.errors} unreadable", file=sys.stderr, flush=True)
+
+
+def run_split(args, shard: Shard, output) -> None:
+    options = split.SplitOptions(tuple(args.thresholds), tuple(args.frame_skips), args.min_scene_frames,
+                                 args.min_seconds, args.max_seconds, args.crf)
+    root, names = split.list_sources(args.input)
+    clips_dir = Path(args.clips_dir)
+    work = _per_item(lambda item: split.split_video(root, item["source"], clips_dir, options))
+    _report(run_stage("split", [{"source": n} for n in names], "source", work, output, shard=shard,
+                      progress=console("split", "video")))
+
+
+def clip_work(stage: str, args, root: Path):
+    """The batch function of a clip stage, or None when the stage has nothing to score with."""
+    if stage == "text":
+        detector = text_score.make_text_detector(args.text_detector, args.text_model, gpu=False)
+        return _per_item(partial(text_score.score_clip, root=root, detector=detector,
+                                 max_area=args.max_text_area, num_frames=args.text_frames))
+    if stage == "motion":
+        flow = motion.make_flow(args.flow, args.flow_weights, args.device)
+        return _per_item(partial(motion.score_clip, root=root, flow=flow, low=args.min_motion, high=args.max_motion))
+    if stage == "aesthetic":
+        if not (args.clip_model and args.aesthetic_head):
+            return None
+        scorer = aesthetic.AestheticScorer(args.clip_model, args.aesthetic_head, args.device, _dtype(args.dtype))
+        return _per_item(partial(aesthetic.score_clip, root=root, scorer=scorer, minimum=args.min_aesthetic))
+    if stage == "caption":
+        source = args.captions or ("model" if args.caption_model else "sidecar")
+        if source == "model":
+            if not args.caption_model:
+                raise InputError("--captions model needs --caption-model with a local vision-language model folder")
+            frames = caption.VisionCaptioner(args.caption_model, max_new_tokens=args.max_new_tokens,
+                                             device=args.device, dtype=_dtype(args.dtype))
+            summarizer = caption.Summarizer(args.summary_model, temperature=args.summary_temperature,
+                                            device=args.device, dtype=_dtype(args.dtype)) if args.summary_model else None
+            return caption.ClipCaptioner(root, frames=frames, summarizer=summarizer, num_frames=args.caption_frames)
+        existing = {}
+        if args.captions_from:
+            existing = {r["file_path"]: r.get("text", "") for r in metadata.read_rows(args.captions_from)}
+        sidecar = caption.SidecarCaptioner(root, args.sources_root, existing)
+        return caption.ClipCaptioner(root, sidecar=sidecar)
+    raise InputError(f"unknown clip stage {stage!r}")
+
+
+def run_clip_stage(stage: str, args, items: list[dict], root: Path, output, shard: Shard) -> None:
+    work = clip_work(stage, args, root)
+    if work is None:
+        print(f"[{stage}] no weights given (--clip-model and --aesthetic-head): clips pass through UNSCORED",
+              file=sys.stderr, flush=True)
+        work = _per_item(dict)
+    batch = args.batch_size if stage == "caption" else 1
+    _report(run_stage(stage, items, "file_path", work, output, shard=shard, batch_size=batch,
+                      progress=console(stage, "clip")))
+
+
+def finish(workdir: Path, last_stage_file: Path, stage_files: list, metadata_path: Path, summary_path: Path):
+    count = metadata.write_metadata(metadata.kept_records(last_stage_file), metadata_path)
+    table = metadata.summary_table([metadata.stage_summary(Path(f).stem.split(".")[0], f) for f in stage_files])
+    summary_path.write_text(table + f"\nmetadata: {count} clips -> {metadata_path}\n", encoding="utf-8")
+    print(table)
+    print(f"metadata: {count} clips -> {metadata_path}")
+
+
+def run_all(args, shard: Shard) -> None:
+    workdir = Path(args.workdir)
+    clips_dir = workdir / "clips"
+    args.clips_dir = str(clips_dir)
+    files = [shard.path(workdir / f"{name}.jsonl") for name in STAGE_FILES]
+    run_split(args, shard, files[0])
+    done = [files[0]]
+    for stage, output in zip(CLIP_STAGES, files[1:]):
+        if stage in args.skip:
+            continue
+        # the clips already belong to this shard (their sources did), so no second sharding
+        run_clip_stage(stage, args, metadata.kept_records(done[-1]), clips_dir, output, Shard())
+        done.append(output)
+    finish(workdir, done[-1], done, shard.path(workdir / "metadata.json"), shard.path(workdir / "summary.txt"))
+
+
+def run_merge(args) -> None:
+    if args.workdir:
+        workdir = Path(args.workdir)
+        merged = []
+        for name in STAGE_FILES:
+            target = workdir / f"{name}.jsonl"
+            parts = shard_files(target)
+            if parts:
+                merge_jsonl(parts, target, "source" if name == "split" else "file_path")
+            if target.exists():
+                merged.append(target)
+        if not merged:
+            raise InputError(f"workdir {workdir} has no stage files or shards to merge; check --workdir")
+        finish(workdir, merged[-1], merged, workdir / "metadata.json", workdir / "summary.txt")
+        return
+    if not args.output or not args.inputs:
+        raise InputError("merge needs --workdir, or --output and the files to merge")
+    if args.output.endswith(".json"):
+        rows = {}
+        for path in args.inputs:  # shard metadata files share one data root
+            for row in metadata.read_rows(path):
+                rows.setdefault(row["file_path"], row)
+        count = metadata.write_metadata(list(rows.values()), args.output)
+    else:
+        key = "source" if any("clips" in r for path in args.inputs for r in read_jsonl(path)) else "file_path"
+        count = merge_jsonl(args.inputs, args.output, key)
+    print(f"merged {len(args.inputs)} files: {count} records -> {args.output}")
+
+
+def main(command: str, argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.stage == "merge":
+        run_merge(args)
+        return 0
+    if args.stage == "metadata":
+        finish(Path(args.output).parent, Path(args.input), args.stages or [args.input], Path(args.output),
+               Path(args.output).with_name("summary.txt"))
+        return 0
+    shard = Shard.resolve(args.shard_index, args.num_shards)
+    if args.stage == "all":
+        run_all(args, shard)
+    elif args.stage == "split":
+        run_split(args, shard, shard.path(args.output))
+    else:
+        items, root = clip_items(args.input, args.data_root)
+        run_clip_stage(args.stage, args, items, root, shard.path(args.output), shard)
+    return 0
