@@ -1,6 +1,7 @@
 """nodes/host.py with ComfyUI absent: every service falls back to plain torch / tqdm behaviour."""
 
 import importlib
+import os
 import sys
 
 import pytest
@@ -48,7 +49,7 @@ def test_model_files_lists_weight_files_and_model_folders(host, models_dir):
 def test_model_files_searches_every_folder_in_the_env_var(host, models_dir, tmp_path, monkeypatch):
     other = tmp_path / "more"
     _touch(other / "c.sft")
-    monkeypatch.setenv("VDIT_MODELS_DIR", f"{models_dir}{__import__('os').pathsep}{other}")
+    monkeypatch.setenv("VDIT_MODELS_DIR", f"{models_dir}{os.pathsep}{other}")
     assert "c.sft" in host.model_files() and "a.safetensors" in host.model_files()
 
 
