@@ -9,7 +9,7 @@ Captioners take a batch of clip records and return one caption per record:
 - :class:`Summarizer`: a causal LM (``AutoModelForCausalLM``) that merges frame captions into one
   third-person paragraph starting "In this video", sampled as in the reference (T 0.8, top-p 0.95).
 - :class:`SidecarCaptioner`: the text of ``clip.txt`` next to the clip, else ``source.txt`` next
-  to its source video, else the ``text`` of an existing metadata file with the same file_path.
+  to its source video, else the ``text`` of an existing metadata file for the same file.
 """
 
 from __future__ import annotations
@@ -113,6 +113,7 @@ class SidecarCaptioner:
     name = "sidecar"
 
     def __init__(self, clips_root, sources_root=None, metadata: Optional[dict] = None):
+        """``metadata`` maps absolute file paths to captions (as ``load_metadata`` gives them)."""
         self.clips_root = Path(clips_root)
         self.sources_root = Path(sources_root) if sources_root else None
         self.metadata = metadata or {}
@@ -124,7 +125,7 @@ class SidecarCaptioner:
         for path in candidates:
             if path.is_file():
                 return path.read_text(encoding="utf-8").strip()
-        return self.metadata.get(record["file_path"])
+        return self.metadata.get(str((self.clips_root / record["file_path"]).absolute()))
 
 
 class ClipCaptioner:

@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("metadata", help="training metadata JSON + kept/dropped summary")
     p.add_argument("--input", required=True, help="the last stage's .jsonl")
     p.add_argument("--output", required=True, help="metadata .json")
+    p.add_argument("--data-root", default=None, help="folder the clips' file_path is relative to "
+                   "(default: clips/ next to the input)")
     p.add_argument("--stages", nargs="*", default=[], help="stage .jsonl files to summarise, in order")
 
     p = sub.add_parser("merge", help="join the shard files of a run")
@@ -206,7 +208,7 @@ def clip_work(stage: str, args, root: Path):
             return caption.ClipCaptioner(root, frames=frames, summarizer=summarizer, num_frames=args.caption_frames)
         existing = {}
         if args.captions_from:
-            existing = {r["file_path"]: r.get("text", "") for r in metadata.read_rows(args.captions_from)}
+            existing = {r["file_path"]: r["text"] for r in metadata.load_metadata(args.captions_from)}
         sidecar = caption.SidecarCaptioner(root, args.sources_root, existing)
         return caption.ClipCaptioner(root, sidecar=sidecar)
     raise InputError(f"unknown clip stage {stage!r}")
@@ -223,8 +225,8 @@ def run_clip_stage(stage: str, args, items: list[dict], root: Path, output, shar
                       progress=console(stage, "clip")))
 
 
-def finish(workdir: Path, last_stage_file: Path, stage_files: list, metadata_path: Path, summary_path: Path):
-    count = metadata.write_metadata(metadata.kept_records(last_stage_file), metadata_path)
+def finish(data_root: Path, last_stage_file: Path, stage_files: list, metadata_path: Path, summary_path: Path):
+    count = metadata.write_metadata(metadata.kept_records(last_stage_file), metadata_path, data_root)
     table = metadata.summary_table([metadata.stage_summary(Path(f).stem.split(".")[0], f) for f in stage_files])
     summary_path.write_text(table + f"\nmetadata: {count} clips -> {metadata_path}\n", encoding="utf-8")
     print(table)
@@ -244,7 +246,7 @@ def run_all(args, shard: Shard) -> None:
         # the clips already belong to this shard (their sources did), so no second sharding
         run_clip_stage(stage, args, metadata.kept_records(done[-1]), clips_dir, output, Shard())
         done.append(output)
-    finish(workdir, done[-1], done, shard.path(workdir / "metadata.json"), shard.path(workdir / "summary.txt"))
+    finish(clips_dir, done[-1], done, shard.path(workdir / "metadata.json"), shard.path(workdir / "summary.txt"))
 
 
 def run_merge(args) -> None:
@@ -260,16 +262,16 @@ def run_merge(args) -> None:
                 merged.append(target)
         if not merged:
             raise InputError(f"workdir {workdir} has no stage files or shards to merge; check --workdir")
-        finish(workdir, merged[-1], merged, workdir / "metadata.json", workdir / "summary.txt")
+        finish(workdir / "clips", merged[-1], merged, workdir / "metadata.json", workdir / "summary.txt")
         return
     if not args.output or not args.inputs:
         raise InputError("merge needs --workdir, or --output and the files to merge")
     if args.output.endswith(".json"):
         rows = {}
-        for path in args.inputs:  # shard metadata files share one data root
-            for row in metadata.read_rows(path):
+        for path in args.inputs:
+            for row in metadata.load_metadata(path):
                 rows.setdefault(row["file_path"], row)
-        count = metadata.write_metadata(list(rows.values()), args.output)
+        count = metadata.write_metadata(list(rows.values()), args.output, "/")
     else:
         key = "source" if any("clips" in r for path in args.inputs for r in read_jsonl(path)) else "file_path"
         count = merge_jsonl(args.inputs, args.output, key)
@@ -282,7 +284,8 @@ def main(command: str, argv: list[str]) -> int:
         run_merge(args)
         return 0
     if args.stage == "metadata":
-        finish(Path(args.output).parent, Path(args.input), args.stages or [args.input], Path(args.output),
+        root = Path(args.data_root or Path(args.input).parent / "clips")
+        finish(root, Path(args.input), args.stages or [args.input], Path(args.output),
                Path(args.output).with_name("summary.txt"))
         return 0
     shard = Shard.resolve(args.shard_index, args.num_shards)

@@ -2,6 +2,7 @@
 
 The training metadata is the reference's format (a JSON list; JSON lines and CSV are read too):
 ``{"file_path": path relative to the data root, "text": caption, "type": "video" | "image"}``
+(written relative to the metadata file's own folder, the default data root when loading)
 plus, from this pipeline, ``width``, ``height``, ``num_frames``, ``fps`` (so bucket samplers need
 not open files) and the scores. A missing ``type`` means image, as in the reference.
 """
@@ -37,12 +38,16 @@ def training_records(records: list[dict]) -> list[dict]:
     return [{k: record[k] for k in TRAINING_FIELDS if record.get(k) is not None} for record in records]
 
 
-def write_metadata(records: list[dict], path) -> int:
-    """Write a JSON list sorted by file_path, atomically."""
+def write_metadata(records: list[dict], path, data_root) -> int:
+    """Write a JSON list sorted by file_path, atomically. Paths are rewritten relative to the
+    metadata file's folder, so the file loads with its own folder as the data root."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    rows = training_records(records)
+    for row in rows:
+        row["file_path"] = Path(os.path.relpath(Path(data_root) / row["file_path"], path.parent)).as_posix()
+    rows.sort(key=lambda r: r["file_path"])
     temporary = path.with_name(path.name + ".tmp")
-    rows = sorted(training_records(records), key=lambda r: r["file_path"])
     temporary.write_text(json.dumps(rows, indent=1, ensure_ascii=False), encoding="utf-8")
     os.replace(temporary, path)
     return len(rows)
