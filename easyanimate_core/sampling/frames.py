@@ -1,0 +1,82 @@
+"""Frame-count and size rules of the video pipeline, and aspect buckets for image-to-video.
+
+The DiT patchifies 2x2 latent pixels and the VAE downsamples 8x, so pixel sizes must be
+multiples of 16. Frame counts must survive a VAE round trip: the slice VAE (v3) encodes an
+optional lone first frame plus 8-frame slices, so only 1, 8k and 8k+1 frames decode back to the
+same count; the frame rule is read from the VAE itself (``latent_frames`` / ``decoded_frames``),
+so other VAEs bring their own rule. Inputs that break a rule are floored to the nearest valid
+value and the adjustment is logged as one warning line (never silently).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from ..errors import InputError
+
+log = logging.getLogger("easyanimate_core")
+
+SIZE_MULTIPLE = 16
+
+
+def valid_frames(frames: int, vae) -> bool:
+    """True when ``frames`` decodes back to exactly ``frames`` frames through ``vae``."""
+    return frames >= 1 and vae.decoded_frames(vae.latent_frames(frames)) == frames
+
+
+def example_frame_counts(vae, upto: int = 40) -> list:
+    """The valid frame counts up to ``upto``: used to word adjustment messages."""
+    return [f for f in range(1, upto + 1) if valid_frames(f, vae)]
+
+
+def adjust_frames(frames: int, vae) -> int:
+    """The largest valid frame count <= ``frames``; logs the change when there is one."""
+    frames = int(frames)
+    if frames < 1:
+        raise InputError(f"the frame count must be at least 1, got {frames}; ask for 1 frame (an image) "
+                         f"or more")
+    valid = frames
+    while not valid_frames(valid, vae):
+        valid -= 1
+    if valid != frames:
+        counts = ", ".join(map(str, example_frame_counts(vae, upto=20)))
+        log.warning("video length adjusted from %d to %d frames: this VAE only decodes frame counts "
+                    "%s, ... unchanged", frames, valid, counts)
+    return valid
+
+
+def adjust_size(width: int, height: int, multiple: int = SIZE_MULTIPLE) -> tuple:
+    """(width, height) floored to multiples of ``multiple``; logs the change when there is one."""
+    width, height = int(width), int(height)
+    if width < multiple or height < multiple:
+        raise InputError(f"the video size must be at least {multiple}x{multiple} pixels, got "
+                         f"{width}x{height}; choose a larger width and height")
+    new_w, new_h = width // multiple * multiple, height // multiple * multiple
+    if (new_w, new_h) != (width, height):
+        log.warning("video size adjusted from %dx%d to %dx%d: width and height must be multiples of "
+                    "%d (VAE 8x downsampling times the DiT's 2x2 patches)",
+                    width, height, new_w, new_h, multiple)
+    return new_w, new_h
+
+
+def latent_shape(vae, frames: int, width: int, height: int, batch: int = 1) -> tuple:
+    """Shape of the latents that decode to ``frames`` frames of ``width`` x ``height``."""
+    scale = vae.spatial_factor
+    return (batch, vae.latent_channels, vae.latent_frames(frames), height // scale, width // scale)
+
+
+def bucket_size(width: int, height: int, base_resolution: int, multiple: int = 32) -> tuple:
+    """The (width, height) with the aspect ratio of ``width`` x ``height`` and about
+    ``base_resolution``**2 pixels, each side a multiple of ``multiple``.
+
+    Image-to-video sizes the video after its start image this way (as the reference's aspect
+    buckets do: same pixel budget as the model's training resolution, 32-pixel steps).
+    """
+    if width <= 0 or height <= 0:
+        raise InputError(f"the start image must have a positive size, got {width}x{height}")
+    aspect = height / width
+    h = math.sqrt(base_resolution * base_resolution * aspect)
+    w = base_resolution * base_resolution / h
+    snap = lambda x: max(multiple, round(x / multiple) * multiple)
+    return snap(w), snap(h)

@@ -1,0 +1,170 @@
+"""Frame / size rules, aspect buckets, context windows, inpaint conditioning, CLIP preprocessing."""
+
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from easyanimate_core.errors import CheckpointError, InputError
+from easyanimate_core.sampling import frames as rules
+from easyanimate_core.sampling.context import ContextWindows, fuse_windows
+from easyanimate_core.sampling.inpaint import (
+    encode_source,
+    encode_units,
+    fit_image,
+    image_to_video_source,
+    video_source,
+)
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_models import build_vae, save_clip
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return build_vae()
+
+
+def test_frame_counts_follow_the_slice_vae(vae, caplog):
+    assert [f for f in range(1, 26) if rules.valid_frames(f, vae)] == [1, 8, 9, 16, 17, 24, 25]
+    with caplog.at_level(logging.WARNING, logger="easyanimate_core"):
+        assert rules.adjust_frames(17, vae) == 17
+        assert not caplog.records
+        assert rules.adjust_frames(15, vae) == 9
+    assert "15 to 9 frames" in caplog.text and "1, 8, 9, 16, 17" in caplog.text
+    with pytest.raises(InputError, match="at least 1"):
+        rules.adjust_frames(0, vae)
+
+
+def test_sizes_floor_to_16_with_a_log_line(caplog):
+    with caplog.at_level(logging.WARNING, logger="easyanimate_core"):
+        assert rules.adjust_size(64, 48) == (64, 48)
+        assert not caplog.records
+        assert rules.adjust_size(70, 40) == (64, 32)
+    assert "70x40 to 64x32" in caplog.text
+    with pytest.raises(InputError, match="at least 16x16"):
+        rules.adjust_size(8, 64)
+
+
+def test_latent_shape_and_buckets(vae):
+    assert rules.latent_shape(vae, 17, 64, 32, batch=2) == (2, 4, 5, 4, 8)
+    w, h = rules.bucket_size(1920, 1080, 512)
+    assert w % 32 == 0 and h % 32 == 0 and abs(w / h - 16 / 9) < 0.1
+    assert abs(w * h / 512 ** 2 - 1) < 0.1
+    assert rules.bucket_size(100, 100, 512) == (512, 512)
+    with pytest.raises(InputError):
+        rules.bucket_size(0, 10, 512)
+
+
+def test_context_windows_cover_every_frame_and_end_at_the_end():
+    options = ContextWindows(length=4, overlap=1)
+    windows = options.windows(11)
+    assert [(w.start, w.stop) for w in windows] == [(0, 4), (3, 7), (6, 10), (7, 11)]
+    assert ContextWindows(16, 4).windows(9) == [range(9)]
+    for bad in ({"length": 0}, {"length": 4, "overlap": 4}, {"fuse": "median"}):
+        with pytest.raises(InputError):
+            ContextWindows(**bad)
+
+
+@pytest.mark.parametrize("fuse", ["pyramid", "linear", "flat"])
+def test_fusion_of_a_frame_wise_prediction_is_exact(fuse):
+    # a model whose output for a frame does not depend on the window gives the same fused result
+    target = torch.randn(2, 4, 13, 3, 3)
+    options = ContextWindows(length=5, overlap=2, fuse=fuse)
+    fused = fuse_windows(lambda w: target[:, :, w.start:w.stop], 13, options)
+    torch.testing.assert_close(fused, target)
+
+
+def test_linear_fusion_cross_fades_only_the_overlap():
+    options = ContextWindows(length=4, overlap=2, fuse="linear")
+    first, second = options.windows(6)
+    assert options.weights(first, 6).tolist() == pytest.approx([1, 1, 2 / 3, 1 / 3])
+    assert options.weights(second, 6).tolist() == pytest.approx([1 / 3, 2 / 3, 1, 1])
+    fused = fuse_windows(lambda w: torch.full((1, 1, 4), float(w.start)), 6, options, frame_dim=2)
+    assert fused[0, 0].tolist() == pytest.approx([0, 0, 2 / 3, 4 / 3, 2, 2])
+
+
+def test_image_to_video_source_keeps_start_and_end_frames():
+    start = torch.rand(2, 3, 32, 32)
+    end = torch.rand(3, 32, 32)
+    source = image_to_video_source(9, 32, 32, start, end)
+    pixels, mask = source(0, 9)
+    assert pixels.shape == (1, 3, 9, 32, 32) and mask.shape == (1, 1, 9, 32, 32)
+    assert mask[0, 0, :, 0, 0].tolist() == [0, 0, 1, 1, 1, 1, 1, 1, 0]
+    torch.testing.assert_close(pixels[0, :, 1], start[1] * 2 - 1)
+    torch.testing.assert_close(pixels[0, :, 8], end * 2 - 1)
+    with pytest.raises(InputError, match="do not fit"):
+        image_to_video_source(2, 32, 32, start, end)
+
+
+def test_fit_image_covers_and_centre_crops():
+    image = torch.zeros(3, 20, 40)
+    image[:, :, 10:30] = 1  # the middle half is white
+    fitted = fit_image(image, 16, 16)
+    assert fitted.shape == (1, 3, 16, 16) and fitted.mean() > 0.9
+    with pytest.raises(InputError, match="RGB channels first"):
+        fit_image(torch.zeros(20, 40, 3), 16, 16)
+
+
+def test_unit_wise_encoding_equals_encoding_the_clip(vae):
+    """encode_source builds pixels one VAE unit at a time (and reuses identical units): the
+    result must equal encoding the whole clip at once."""
+    start = torch.rand(1, 3, 32, 32)
+    for frames in (17, 16, 1):
+        assert encode_units(vae, frames)[-1][1] == frames
+        source = image_to_video_source(frames, 32, 32, start)
+        got = encode_source(vae, source, frames, vae.scaling_factor, want_mask=True, want_video=True)
+        pixels, mask = source(0, frames)
+        with torch.no_grad():
+            masked = torch.where(mask > 0.5, torch.full_like(pixels, -1.0), pixels)
+            expect = vae.encode(masked).mode() * vae.scaling_factor
+            expect_mask = vae.encode(mask.expand(-1, 3, -1, -1, -1)).mode() * vae.scaling_factor
+        assert torch.equal(got.masked_latents, expect)
+        assert torch.equal(got.mask_latents, expect_mask)
+        assert got.latent_mask.shape == (1, 1, vae.latent_frames(frames), 4, 4)
+        assert got.latent_mask[0, 0, 0, 0, 0] == 0 and (frames == 1 or got.latent_mask[0, 0, -1].eq(1).all())
+
+
+def test_video_source_rejects_batches_and_wrong_layouts():
+    with pytest.raises(InputError, match="one video"):
+        video_source(torch.rand(2, 3, 8, 32, 32), 32, 32)
+    with pytest.raises(InputError, match="3, frames"):
+        video_source(torch.rand(8, 3, 32, 32), 32, 32)
+    pixels, mask = video_source(torch.rand(3, 8, 32, 32), 32, 32)(2, 6)
+    assert pixels.shape == (1, 3, 4, 32, 32) and mask.eq(1).all()
+
+
+def test_clip_preprocessing_matches_transformers(tmp_path):
+    import numpy as np
+    from PIL import Image
+    from transformers import CLIPImageProcessor
+
+    from easyanimate_core.models.clip_vision import ClipImageEncoder
+
+    encoder = ClipImageEncoder.load(str(save_clip(tmp_path / "image_encoder")))
+    generator = torch.Generator().manual_seed(0)
+    # a smooth image (real photos are smooth at 224 px); noise would only test resampling kernels
+    small = torch.rand(1, 3, 6, 9, generator=generator)
+    image = torch.nn.functional.interpolate(small, size=(300, 450), mode="bilinear")[0]
+    array = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    expect = CLIPImageProcessor.from_pretrained(tmp_path / "image_encoder")(
+        images=Image.fromarray(array), return_tensors="pt")["pixel_values"]
+    ours = encoder.preprocess(torch.from_numpy(array).permute(2, 0, 1)[None].float() / 255)
+    assert ours.shape == expect.shape == (1, 3, 224, 224)
+    assert (ours - expect).abs().mean() < 0.01
+    embeds = encoder.encode(image[None])
+    assert embeds.shape == (1, 768) and encoder.embed_dim == 768
+    with pytest.raises(InputError, match="channels first"):
+        encoder.preprocess(torch.rand(1, 32, 32, 3))
+
+
+def test_clip_loader_errors_name_the_folder(tmp_path):
+    from easyanimate_core.models.clip_vision import ClipImageEncoder
+
+    with pytest.raises(CheckpointError, match="image_encoder"):
+        ClipImageEncoder.load(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=str(tmp_path.name)):
+        ClipImageEncoder.load(str(tmp_path))
