@@ -8,10 +8,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from easyanimate_core.checkpoints import (TRANSFORMER_PRESETS, VAE_PRESETS, check_motion_module_fits,
-                                          convert_pixart_original, drop_training_keys, expand_input_channels,
-                                          extract_motion_module, inspect_checkpoint, resolve_transformer_config,
-                                          resolve_vae_config, save_state_dict)
+from easyanimate_core.checkpoints import (
+    TRANSFORMER_PRESETS,
+    VAE_PRESETS,
+    check_motion_module_fits,
+    convert_pixart_original,
+    drop_training_keys,
+    expand_input_channels,
+    extract_motion_module,
+    inspect_checkpoint,
+    resolve_transformer_config,
+    resolve_vae_config,
+    save_state_dict,
+)
 from easyanimate_core.errors import CheckpointError
 
 MANIFESTS = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "manifests"
@@ -47,8 +56,11 @@ def motion_module(sd, block, hidden=H, pe=True):
 
 def dit(in_channels=4, motion=True, skips=0, clip=False, hidden=H, depth=DEPTH):
     """A tiny PixArt / EasyAnimate transformer in the diffusers key layout."""
-    sd = {"pos_embed.proj.weight": torch.randn(hidden, in_channels, 2, 2), "pos_embed.proj.bias": torch.randn(hidden),
-          "scale_shift_table": torch.randn(2, hidden)}
+    sd = {
+        "pos_embed.proj.weight": torch.randn(hidden, in_channels, 2, 2),
+        "pos_embed.proj.bias": torch.randn(hidden),
+        "scale_shift_table": torch.randn(2, hidden),
+    }
     linear(sd, "proj_out", 2 * 2 * 8, hidden)
     linear(sd, "adaln_single.emb.timestep_embedder.linear_1", hidden, 256)
     linear(sd, "adaln_single.emb.timestep_embedder.linear_2", hidden, hidden)
@@ -75,9 +87,13 @@ def dit(in_channels=4, motion=True, skips=0, clip=False, hidden=H, depth=DEPTH):
 
 def pixart_original(hidden=H, depth=2):
     """The original PixArt .pth layout with fused qkv / kv."""
-    sd = {"x_embedder.proj.weight": torch.randn(hidden, 4, 2, 2), "x_embedder.proj.bias": torch.randn(hidden),
-          "pos_embed": torch.randn(1, 64, hidden), "y_embedder.y_embedding": torch.randn(120, CAPTION),
-          "final_layer.scale_shift_table": torch.randn(2, hidden)}
+    sd = {
+        "x_embedder.proj.weight": torch.randn(hidden, 4, 2, 2),
+        "x_embedder.proj.bias": torch.randn(hidden),
+        "pos_embed": torch.randn(1, 64, hidden),
+        "y_embedder.y_embedding": torch.randn(120, CAPTION),
+        "final_layer.scale_shift_table": torch.randn(2, hidden),
+    }
     linear(sd, "t_embedder.mlp.0", hidden, 256)
     linear(sd, "t_embedder.mlp.2", hidden, hidden)
     linear(sd, "t_block.1", 6 * hidden, hidden)
@@ -139,19 +155,28 @@ def video_vae(ch=8, ch_mult=(1, 2), layers=2, latent=4):
 
 # ----------------------------------------------------------------------------- detection
 
-@pytest.mark.parametrize("kwargs, family, version", [
-    (dict(motion=False), "pixart", None),
-    (dict(motion=True), "easyanimate_transformer", "v1"),
-    (dict(motion=True, skips=3), "easyanimate_transformer", "v2"),
-    (dict(motion=True, skips=3, in_channels=12, clip=True), "easyanimate_transformer", "v3"),
-    (dict(motion=True, skips=3, in_channels=12), "easyanimate_transformer", "v3"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs, family, version",
+    [
+        ({"motion": False}, "pixart", None),
+        ({"motion": True}, "easyanimate_transformer", "v1"),
+        ({"motion": True, "skips": 3}, "easyanimate_transformer", "v2"),
+        ({"motion": True, "skips": 3, "in_channels": 12, "clip": True}, "easyanimate_transformer", "v3"),
+        ({"motion": True, "skips": 3, "in_channels": 12}, "easyanimate_transformer", "v3"),
+    ],
+)
 def test_transformer_family_version_and_config(kwargs, family, version):
     info = inspect_checkpoint(dit(**kwargs))
     assert (info.family, info.version) == (family, version)
     c = info.config
-    assert (c["hidden_size"], c["depth"], c["in_channels"], c["out_channels"], c["caption_channels"]) == \
-        (H, DEPTH, kwargs.get("in_channels", 4), 8, CAPTION)
+    assert (c["hidden_size"], c["depth"], c["in_channels"], c["out_channels"], c["caption_channels"]) == (
+        H,
+        DEPTH,
+        kwargs.get("in_channels", 4),
+        8,
+        CAPTION,
+    )
     assert c["uvit"] == bool(kwargs.get("skips")) and c["clip_projection"] == kwargs.get("clip", False)
     assert c["motion_module"] == kwargs["motion"]
     assert any("not visible in weights" in note for note in info.notes)
@@ -162,7 +187,9 @@ def test_transformer_family_version_and_config(kwargs, family, version):
 
 
 def test_detection_reads_no_values():
-    meta = {k: torch.empty(v.shape, device="meta") for k, v in dit(skips=2, in_channels=12, clip=True).items()}
+    meta = {
+        k: torch.empty(v.shape, device="meta") for k, v in dit(skips=2, in_channels=12, clip=True).items()
+    }
     info = inspect_checkpoint(meta)
     assert (info.family, info.version, info.config["hidden_size"]) == ("easyanimate_transformer", "v3", H)
 
@@ -183,7 +210,9 @@ def test_motion_module_file_and_extraction():
 def test_motion_module_fit_errors():
     motion = extract_motion_module(dit())
     assert check_motion_module_fits(motion, H, DEPTH)["hidden_size"] == H
-    with pytest.raises(CheckpointError, match=f"motion module for hidden size {H} cannot go into a DiT of hidden size 24"):
+    with pytest.raises(
+        CheckpointError, match=f"motion module for hidden size {H} cannot go into a DiT of hidden size 24"
+    ):
         check_motion_module_fits(motion, 24, DEPTH)
     with pytest.raises(CheckpointError, match=f"{DEPTH} blocks cannot go into a DiT with 28 blocks"):
         check_motion_module_fits(motion, H, 28)
@@ -204,8 +233,15 @@ def test_vae_detection_with_and_without_config(tmp_path):
     sd = video_vae()
     info = inspect_checkpoint(sd)
     assert (info.family, info.version) == ("video_vae", None)
-    assert info.config == {"in_channels": 3, "out_channels": 3, "ch": 8, "ch_mult": [1, 2], "latent_channels": 4,
-                           "layers_per_block": 2, "mid_block_use_attention": False}
+    assert info.config == {
+        "in_channels": 3,
+        "out_channels": 3,
+        "ch": 8,
+        "ch_mult": [1, 2],
+        "latent_channels": 4,
+        "layers_per_block": 2,
+        "mid_block_use_attention": False,
+    }
     assert set(info.dropped_keys) == {k for k in sd if k.startswith("loss.")}
     assert any("training-only" in note for note in info.notes)
     assert inspect_checkpoint(sd, config={"slice_compression_vae": True}).family == "slice_vae"
@@ -222,7 +258,11 @@ def test_vae_detection_with_and_without_config(tmp_path):
 def test_drop_training_keys_notes_not_errors():
     sd = video_vae()
     kept, dropped = drop_training_keys(sd)
-    assert dropped == ["loss.logvar", "loss.discriminator.main.0.weight", "loss.discriminator3d.blocks.0.weight"]
+    assert dropped == [
+        "loss.logvar",
+        "loss.discriminator.main.0.weight",
+        "loss.discriminator3d.blocks.0.weight",
+    ]
     assert not any(k.startswith("loss.") for k in kept) and "quant_conv.weight" in kept
     kept, dropped = drop_training_keys(dit())
     assert len(dropped) == 2 * DEPTH and all(k.endswith("pos_encoder.pe") for k in dropped)
@@ -230,18 +270,23 @@ def test_drop_training_keys_notes_not_errors():
 
 # ----------------------------------------------------------------------------- PixArt original
 
+
 def test_pixart_original_conversion_splits_qkv_in_order():
     original = pixart_original()
     assert inspect_checkpoint(original).family == "pixart_original"
     converted = convert_pixart_original(original)
     qkv = original["blocks.1.attn.qkv.weight"]
     assert torch.equal(converted["transformer_blocks.1.attn1.to_q.weight"], qkv[:H])
-    assert torch.equal(converted["transformer_blocks.1.attn1.to_k.weight"], qkv[H:2 * H])
-    assert torch.equal(converted["transformer_blocks.1.attn1.to_v.bias"], original["blocks.1.attn.qkv.bias"][2 * H:])
+    assert torch.equal(converted["transformer_blocks.1.attn1.to_k.weight"], qkv[H : 2 * H])
+    assert torch.equal(
+        converted["transformer_blocks.1.attn1.to_v.bias"], original["blocks.1.attn.qkv.bias"][2 * H :]
+    )
     kv = original["blocks.0.cross_attn.kv_linear.weight"]
     assert torch.equal(converted["transformer_blocks.0.attn2.to_k.weight"], kv[:H])
     assert torch.equal(converted["transformer_blocks.0.attn2.to_v.weight"], kv[H:])
-    assert torch.equal(converted["transformer_blocks.0.attn2.to_q.weight"], original["blocks.0.cross_attn.q_linear.weight"])
+    assert torch.equal(
+        converted["transformer_blocks.0.attn2.to_q.weight"], original["blocks.0.cross_attn.q_linear.weight"]
+    )
     assert torch.equal(converted["scale_shift_table"], original["final_layer.scale_shift_table"])
     assert torch.equal(converted["adaln_single.linear.weight"], original["t_block.1.weight"])
     assert "pos_embed" not in converted and not any("y_embedding" in k for k in converted)
@@ -265,20 +310,31 @@ def test_pixart_original_unknown_and_bad_keys():
 
 # ----------------------------------------------------------------------------- presets
 
+
 def test_transformer_resolution_from_weights_presets_and_overrides():
     v3 = dit(in_channels=12, skips=3, clip=True)
     resolved = resolve_transformer_config(v3)
     assert resolved["basic_block_type"] == "global_motionmodule"
     assert resolved["motion_module_kwargs_odd"]["attention_block_types"] == ["Temporal_Self", "Global_Self"]
-    assert (resolved["in_channels"], resolved["num_layers"], resolved["caption_channels"]) == (12, DEPTH, CAPTION)
+    assert (resolved["in_channels"], resolved["num_layers"], resolved["caption_channels"]) == (
+        12,
+        DEPTH,
+        CAPTION,
+    )
     assert resolved["num_attention_heads"] * resolved["attention_head_dim"] == H and resolved["enable_uvit"]
     v1 = resolve_transformer_config(dit())
-    assert (v1["motion_module_type"], v1["motion_module_kwargs"]["block_size"], v1["enable_uvit"]) == ("VanillaGrid", 2, False)
+    assert (v1["motion_module_type"], v1["motion_module_kwargs"]["block_size"], v1["enable_uvit"]) == (
+        "VanillaGrid",
+        2,
+        False,
+    )
     # a plain PixArt base defaults to v1; an explicit preset is honoured, weights still fix shapes
     assert resolve_transformer_config(dit(motion=False))["motion_module_type"] == "VanillaGrid"
     forced = resolve_transformer_config(dit(motion=False), preset="v3")
     assert forced["basic_block_type"] == "global_motionmodule" and forced["in_channels"] == 4
-    over = resolve_transformer_config(v3, overrides={"num_attention_heads": 2, "attention_head_dim": 8, "sample_size": 96})
+    over = resolve_transformer_config(
+        v3, overrides={"num_attention_heads": 2, "attention_head_dim": 8, "sample_size": 96}
+    )
     assert (over["num_attention_heads"], over["attention_head_dim"], over["sample_size"]) == (2, 8, 96)
     # the presets do not alias each other
     over["motion_module_kwargs_odd"]["num_attention_heads"] = 99
@@ -287,8 +343,13 @@ def test_transformer_resolution_from_weights_presets_and_overrides():
 
 def test_transformer_resolution_with_config_json():
     config = copy.deepcopy(TRANSFORMER_PRESETS["v2"])
-    config.update(num_attention_heads=2, attention_head_dim=8, num_layers=DEPTH, caption_channels=CAPTION,
-                  cross_attention_dim=H)
+    config.update(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_layers=DEPTH,
+        caption_channels=CAPTION,
+        cross_attention_dim=H,
+    )
     del config["basic_block_type"]  # a config.json without the yaml kwargs: the preset fills them in
     resolved = resolve_transformer_config(dit(skips=3), config=config)
     assert (resolved["num_attention_heads"], resolved["basic_block_type"]) == (2, "motionmodule")
@@ -305,8 +366,12 @@ def test_transformer_resolution_with_config_json():
 def test_vae_resolution():
     sd = video_vae(ch=8, ch_mult=(1, 2), layers=2)
     resolved = resolve_vae_config(sd, preset="v3")
-    assert (resolved["ch"], resolved["ch_mult"], resolved["slice_compression_vae"], resolved["mini_batch_encoder"]) == \
-        (8, [1, 2], True, 8)
+    assert (
+        resolved["ch"],
+        resolved["ch_mult"],
+        resolved["slice_compression_vae"],
+        resolved["mini_batch_encoder"],
+    ) == (8, [1, 2], True, 8)
     assert resolved["down_block_types"] == ["SpatialDownBlock3D", "SpatialTemporalDownBlock3D"]
     assert resolve_vae_config(sd, config={"slice_compression_vae": False})["mini_batch_decoder"] == 3
     assert resolve_vae_config(sd, preset="v2", overrides={"scaling_factor": 0.5})["scaling_factor"] == 0.5
@@ -328,11 +393,14 @@ def test_expand_input_channels_like_the_reference():
 
 # ----------------------------------------------------------------------------- error paths
 
+
 def test_unknown_layout_names_what_was_found():
     with pytest.raises(CheckpointError, match="unknown key layout.*foo.weight"):
         inspect_checkpoint({"foo.weight": torch.zeros(2)})
     with pytest.raises(CheckpointError, match="AnimateDiff"):
-        inspect_checkpoint({"down_blocks.0.motion_modules.0.temporal_transformer.norm.weight": torch.zeros(2)})
+        inspect_checkpoint(
+            {"down_blocks.0.motion_modules.0.temporal_transformer.norm.weight": torch.zeros(2)}
+        )
 
 
 def test_missing_required_keys():
@@ -358,7 +426,10 @@ def test_missing_required_keys():
 def test_shape_mismatch():
     sd = dit()
     sd["transformer_blocks.3.attn1.to_k.weight"] = torch.randn(H, H + 1)
-    with pytest.raises(CheckpointError, match=r"shape mismatch: transformer_blocks.3.attn1.to_k.weight is \[16, 17\], expected \[16, 16\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"shape mismatch: transformer_blocks.3.attn1.to_k.weight is \[16, 17\], expected \[16, 16\]",
+    ):
         inspect_checkpoint(sd)
     vae = video_vae()
     vae["quant_conv.weight"] = torch.randn(4, 4, 1, 1, 1)
@@ -368,24 +439,33 @@ def test_shape_mismatch():
 
 # ----------------------------------------------------------------------------- released layouts
 
+
 def manifest_state_dict(name):
     data = json.loads((MANIFESTS / f"{name}.json").read_text())
     return {t["name"]: torch.empty(t["shape"], device="meta") for t in data["tensors"]}, data
 
 
-@pytest.mark.parametrize("name, family, version, in_channels, uvit, clip", [
-    ("pixart_xl_2_512_transformer", "pixart", None, 4, False, False),
-    ("easyanimate_v1_transformer", "easyanimate_transformer", "v1", 4, False, False),
-    ("easyanimate_v2_transformer", "easyanimate_transformer", "v2", 4, True, False),
-    ("easyanimate_v3_inp_transformer", "easyanimate_transformer", "v3", 12, True, True),
-])
+@pytest.mark.parametrize(
+    "name, family, version, in_channels, uvit, clip",
+    [
+        ("pixart_xl_2_512_transformer", "pixart", None, 4, False, False),
+        ("easyanimate_v1_transformer", "easyanimate_transformer", "v1", 4, False, False),
+        ("easyanimate_v2_transformer", "easyanimate_transformer", "v2", 4, True, False),
+        ("easyanimate_v3_inp_transformer", "easyanimate_transformer", "v3", 12, True, True),
+    ],
+)
 def test_released_transformer_layouts(name, family, version, in_channels, uvit, clip):
     sd, data = manifest_state_dict(name)
     info = inspect_checkpoint(sd)
     assert (info.family, info.version) == (family, version)
     c = info.config
-    assert (c["hidden_size"], c["depth"], c["in_channels"], c["out_channels"], c["caption_channels"]) == \
-        (1152, 28, in_channels, 8, 4096)
+    assert (c["hidden_size"], c["depth"], c["in_channels"], c["out_channels"], c["caption_channels"]) == (
+        1152,
+        28,
+        in_channels,
+        8,
+        4096,
+    )
     assert (c["uvit"], c["clip_projection"], c["uvit_skips"]) == (uvit, clip, 13 if uvit else 0)
     assert c["motion_module"] == (family == "easyanimate_transformer")
     # the resolved config equals the released config (base config.json + shipped yaml kwargs)
@@ -401,7 +481,12 @@ def test_released_transformer_layouts(name, family, version, in_channels, uvit, 
 def test_released_motion_module_and_vae_layouts():
     sd, _ = manifest_state_dict("easyanimate_v1_motion_module")
     info = inspect_checkpoint(sd)
-    assert (info.family, info.version, info.config["hidden_size"], info.config["depth"]) == ("motion_module", "v1", 1152, 28)
+    assert (info.family, info.version, info.config["hidden_size"], info.config["depth"]) == (
+        "motion_module",
+        "v1",
+        1152,
+        28,
+    )
     assert len(info.dropped_keys) == 56
     sd, data = manifest_state_dict("easyanimate_v3_slice_vae")
     info = inspect_checkpoint(sd)
@@ -409,5 +494,6 @@ def test_released_motion_module_and_vae_layouts():
     shipped = data["config"]["constructor kwargs"]
     assert VAE_PRESETS["v3"] == shipped
     assert resolve_vae_config(sd, config={"slice_compression_vae": True}) == shipped
-    assert {k: v for k, v in VAE_PRESETS["v2"].items() if "slice" not in k and "mini_batch" not in k} == \
-        {k: v for k, v in shipped.items() if "slice" not in k and "mini_batch" not in k}
+    assert {k: v for k, v in VAE_PRESETS["v2"].items() if "slice" not in k and "mini_batch" not in k} == {
+        k: v for k, v in shipped.items() if "slice" not in k and "mini_batch" not in k
+    }

@@ -7,14 +7,16 @@ import pickle
 import pytest
 import torch
 
-from easyanimate_core.checkpoints import io as ckpt_io
 from easyanimate_core.checkpoints import inspect_checkpoint, load_config, load_state_dict, save_state_dict
+from easyanimate_core.checkpoints import io as ckpt_io
 from easyanimate_core.errors import CheckpointError, InputError
 
 
 def small():
-    return {"a.weight": torch.arange(12, dtype=torch.float32).reshape(3, 4) / 7,
-            "b.bias": torch.arange(5, dtype=torch.float16)}
+    return {
+        "a.weight": torch.arange(12, dtype=torch.float32).reshape(3, 4) / 7,
+        "b.bias": torch.arange(5, dtype=torch.float16),
+    }
 
 
 def assert_same(left, right):
@@ -32,7 +34,11 @@ def test_safetensors_round_trip_with_metadata(tmp_path):
     with safe_open(str(path), "pt") as handle:
         assert handle.metadata() == {"format": "pt", "note": "x"}
     meta = load_state_dict(path, device="meta")
-    assert meta["a.weight"].is_meta and meta["a.weight"].shape == (3, 4) and meta["b.bias"].dtype == torch.float16
+    assert (
+        meta["a.weight"].is_meta
+        and meta["a.weight"].shape == (3, 4)
+        and meta["b.bias"].dtype == torch.float16
+    )
     sft = tmp_path / "w.sft"
     sft.write_bytes(path.read_bytes())
     assert_same(load_state_dict(sft), load_state_dict(path))
@@ -118,7 +124,9 @@ def test_truncated_and_garbage_files(tmp_path):
         with pytest.raises(CheckpointError, match="cut.safetensors is truncated or corrupt: it is truncated"):
             load_state_dict(tmp_path / "cut.safetensors", device=device)
     (tmp_path / "tiny.safetensors").write_bytes(b"abc")
-    (tmp_path / "garbage.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!" + b"0" * 64)
+    (tmp_path / "garbage.safetensors").write_bytes(
+        b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!" + b"0" * 64
+    )
     (tmp_path / "huge_header.safetensors").write_bytes(b"\xff" * 8 + b"{}")
     for name in ("tiny", "garbage", "huge_header"):
         with pytest.raises(CheckpointError, match=f"{name}.safetensors is truncated or corrupt"):
@@ -163,8 +171,9 @@ def test_folders_configs_and_missing_weights(tmp_path):
 def test_sharded_folder(tmp_path):
     save_state_dict(tmp_path / "part1.safetensors", {"a.weight": torch.ones(2)})
     save_state_dict(tmp_path / "part2.safetensors", {"b.weight": torch.zeros(3)})
-    (tmp_path / ckpt_io.SHARD_INDEX_NAME).write_text(json.dumps(
-        {"weight_map": {"a.weight": "part1.safetensors", "b.weight": "part2.safetensors"}}))
+    (tmp_path / ckpt_io.SHARD_INDEX_NAME).write_text(
+        json.dumps({"weight_map": {"a.weight": "part1.safetensors", "b.weight": "part2.safetensors"}})
+    )
     loaded = load_state_dict(tmp_path)
     assert set(loaded) == {"a.weight", "b.weight"} and torch.equal(loaded["a.weight"], torch.ones(2))
 
@@ -176,8 +185,13 @@ def test_inspect_command(tmp_path, capsys):
     save_state_dict(tmp_path / "mm.safetensors", sd)
     with pytest.raises(CheckpointError, match="missing required keys of a motion module"):
         main("inspect", [str(tmp_path / "mm.safetensors")])
-    save_state_dict(tmp_path / "lora.safetensors", {"lora_unet__proj_out.lora_down.weight": torch.zeros(2, 4),
-                                                    "lora_unet__proj_out.lora_up.weight": torch.zeros(4, 2)})
+    save_state_dict(
+        tmp_path / "lora.safetensors",
+        {
+            "lora_unet__proj_out.lora_down.weight": torch.zeros(2, 4),
+            "lora_unet__proj_out.lora_up.weight": torch.zeros(4, 2),
+        },
+    )
     assert main("inspect", [str(tmp_path / "lora.safetensors")]) == 0
     out = capsys.readouterr().out
     assert "family:  lora_kohya" in out and "rank: 2" in out

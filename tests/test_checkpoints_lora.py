@@ -3,8 +3,14 @@
 import pytest
 import torch
 
-from easyanimate_core.checkpoints import (LoraPair, inspect_checkpoint, load_state_dict, lora_state_dict,
-                                          normalize_lora, save_state_dict)
+from easyanimate_core.checkpoints import (
+    LoraPair,
+    inspect_checkpoint,
+    load_state_dict,
+    lora_state_dict,
+    normalize_lora,
+    save_state_dict,
+)
 from easyanimate_core.errors import CheckpointError, InputError
 
 H = 8
@@ -32,8 +38,15 @@ def pair(out, inp, rank=4):
     return torch.randn(rank, inp), torch.randn(out, rank)
 
 
-TARGETS = ["transformer_blocks.1.attn1.to_q", "transformer_blocks.11.attn1.to_q", "transformer_blocks.1.attn2.to_out.0",
-           "transformer_blocks.3.ff.net.2", "long_connect_fc.1", "long_connect_fc.10", MM.format(11, 1, "to_out.0")]
+TARGETS = [
+    "transformer_blocks.1.attn1.to_q",
+    "transformer_blocks.11.attn1.to_q",
+    "transformer_blocks.1.attn2.to_out.0",
+    "transformer_blocks.3.ff.net.2",
+    "long_connect_fc.1",
+    "long_connect_fc.10",
+    MM.format(11, 1, "to_out.0"),
+]
 
 
 def weights(targets=TARGETS, rank=4):
@@ -82,8 +95,11 @@ def test_kohya_ambiguous_names_are_never_guessed():
     sd = kohya({"a_b.c": pair(H, H), "a.b.d": pair(H, H)}, double=False)
     pairs = normalize_lora(sd, names)
     assert set(pairs) == {"a.b.d"}  # a_b_c could be either module: reported, not applied
-    assert pairs.unmatched == ["lora_unet_a_b_c.alpha", "lora_unet_a_b_c.lora_down.weight",
-                               "lora_unet_a_b_c.lora_up.weight"]
+    assert pairs.unmatched == [
+        "lora_unet_a_b_c.alpha",
+        "lora_unet_a_b_c.lora_down.weight",
+        "lora_unet_a_b_c.lora_up.weight",
+    ]
 
 
 def test_kohya_text_encoder_and_stray_keys_are_reported():
@@ -97,8 +113,15 @@ def test_kohya_text_encoder_and_stray_keys_are_reported():
     assert len(pairs.unmatched) == 3 and "lora_unet__not_a_module.lora_down.weight" in pairs.unmatched
 
 
-@pytest.mark.parametrize("prefix, adapter", [("", None), ("transformer.", {"r": 4, "lora_alpha": 8}),
-                                             ("base_model.model.", {"r": 4, "lora_alpha": 2}), ("unet.", None)])
+@pytest.mark.parametrize(
+    "prefix, adapter",
+    [
+        ("", None),
+        ("transformer.", {"r": 4, "lora_alpha": 8}),
+        ("base_model.model.", {"r": 4, "lora_alpha": 2}),
+        ("unet.", None),
+    ],
+)
 @pytest.mark.parametrize("default", [False, True])
 def test_peft_layouts(prefix, adapter, default):
     ws = weights()
@@ -125,8 +148,14 @@ def test_motion_lora_processor_layout():
     assert pairs.format == "motion_lora"
 
 
-@pytest.mark.parametrize("fmt, targets", [("kohya", TARGETS), ("peft", TARGETS),
-                                          ("motion_lora", [MM.format(0, 0, "to_q"), MM.format(5, 1, "to_out.0")])])
+@pytest.mark.parametrize(
+    "fmt, targets",
+    [
+        ("kohya", TARGETS),
+        ("peft", TARGETS),
+        ("motion_lora", [MM.format(0, 0, "to_q"), MM.format(5, 1, "to_out.0")]),
+    ],
+)
 def test_save_round_trip_keeps_delta(tmp_path, fmt, targets):
     pairs = {name: LoraPair(down, up, 0.375) for name, (down, up) in weights(targets).items()}
     path = tmp_path / f"{fmt}.safetensors"
@@ -155,7 +184,9 @@ def test_lora_error_paths():
         normalize_lora(kohya({"other.layer": pair(H, H)}, double=False), shapes, source="my.safetensors")
     down, up = pair(H, H)
     sd = kohya({"proj_out": (down, up)})
-    with pytest.raises(CheckpointError, match="shape mismatch: the LoRA for proj_out is \\[8, 8\\].*\\[32, 8\\]"):
+    with pytest.raises(
+        CheckpointError, match="shape mismatch: the LoRA for proj_out is \\[8, 8\\].*\\[32, 8\\]"
+    ):
         normalize_lora(sd, shapes)
     sd = kohya({"transformer_blocks.0.attn1.to_q": (torch.randn(4, H), torch.randn(H, 3))})
     with pytest.raises(CheckpointError, match="ranks must agree"):
@@ -168,6 +199,8 @@ def test_lora_error_paths():
     with pytest.raises(CheckpointError, match="expected a matrix"):
         normalize_lora(sd, shapes)
     with pytest.raises(InputError, match="only holds attention projections"):
-        lora_state_dict({"transformer_blocks.0.ff.net.2": LoraPair(*pair(H, 4 * H), 1.0)}, format="motion_lora")
+        lora_state_dict(
+            {"transformer_blocks.0.ff.net.2": LoraPair(*pair(H, 4 * H), 1.0)}, format="motion_lora"
+        )
     with pytest.raises(InputError, match="unknown LoRA format"):
         lora_state_dict({}, format="lycoris")

@@ -32,8 +32,10 @@ _PIXART_BLOCK = {
     "mlp.fc2": "ff.net.2",
 }
 # Fused projections: split along the output dimension in this order.
-_PIXART_FUSED = {"attn.qkv": ("attn1.to_q", "attn1.to_k", "attn1.to_v"),
-                 "cross_attn.kv_linear": ("attn2.to_k", "attn2.to_v")}
+_PIXART_FUSED = {
+    "attn.qkv": ("attn1.to_q", "attn1.to_k", "attn1.to_v"),
+    "cross_attn.kv_linear": ("attn2.to_k", "attn2.to_v"),
+}
 # Buffers of the original layout that the diffusers model does not keep: the fixed sin-cos grid
 # (recomputed per resolution) and the learned null caption (EasyAnimate encodes "" with T5).
 PIXART_DROPPED = ("pos_embed", "y_embedder.y_embedding")
@@ -60,7 +62,7 @@ def convert_pixart_original(state_dict, source="the state dict") -> dict:
             converted[f"{_PIXART_TOP[stem]}.{leaf}"] = tensor
             continue
         if key.startswith("blocks.") and key.endswith(".scale_shift_table"):
-            converted["transformer_blocks." + key[len("blocks."):]] = tensor
+            converted["transformer_blocks." + key[len("blocks.") :]] = tensor
             continue
         match = _ORIGINAL_BLOCK.match(key)
         if match is None or (match.group(2) not in _PIXART_BLOCK and match.group(2) not in _PIXART_FUSED):
@@ -73,21 +75,26 @@ def convert_pixart_original(state_dict, source="the state dict") -> dict:
             continue
         targets = _PIXART_FUSED[name]
         if tensor.shape[0] % len(targets):
-            raise CheckpointError(f"{source} has a shape mismatch: {key} has {tensor.shape[0]} rows, "
-                                  f"expected a multiple of {len(targets)} (fused {'/'.join(targets)}).")
+            raise CheckpointError(
+                f"{source} has a shape mismatch: {key} has {tensor.shape[0]} rows, "
+                f"expected a multiple of {len(targets)} (fused {'/'.join(targets)})."
+            )
         for target, part in zip(targets, tensor.chunk(len(targets), dim=0)):
             converted[f"{prefix}{target}.{leaf}"] = part
     if unknown:
-        raise CheckpointError(f"{source} looks like an original PixArt checkpoint but has keys this "
-                              f"converter does not know ({', '.join(unknown[:3])}); expected PixArt-alpha "
-                              f"(x_embedder, t_block, y_embedder, blocks.N.attn/cross_attn/mlp, final_layer).")
+        raise CheckpointError(
+            f"{source} looks like an original PixArt checkpoint but has keys this "
+            f"converter does not know ({', '.join(unknown[:3])}); expected PixArt-alpha "
+            f"(x_embedder, t_block, y_embedder, blocks.N.attn/cross_attn/mlp, final_layer)."
+        )
     return converted
 
 
 # ----------------------------------------------------------------------------- training keys
 
+
 def _is_training_key(key):
-    return (key.startswith(("loss.", "discriminator", "model_ema.")) or ".discriminator" in key)
+    return key.startswith(("loss.", "discriminator", "model_ema.")) or ".discriminator" in key
 
 
 def drop_training_keys(state_dict) -> tuple[dict, list]:
@@ -109,23 +116,30 @@ def describe_dropped(dropped) -> list[str]:
     pe = [k for k in dropped if k.endswith("pos_encoder.pe")]
     training = [k for k in dropped if _is_training_key(k)]
     if pe:
-        notes.append(f"dropped {len(pe)} motion-module pos_encoder.pe buffers (fixed sinusoids, regenerated "
-                     f"by the model)")
+        notes.append(
+            f"dropped {len(pe)} motion-module pos_encoder.pe buffers (fixed sinusoids, regenerated "
+            f"by the model)"
+        )
     if training:
-        notes.append(f"dropped {len(training)} training-only keys (loss / discriminator / EMA copy), "
-                     f"e.g. {training[0]}")
+        notes.append(
+            f"dropped {len(training)} training-only keys (loss / discriminator / EMA copy), "
+            f"e.g. {training[0]}"
+        )
     return notes
 
 
 # ----------------------------------------------------------------------------- motion modules
+
 
 def extract_motion_module(state_dict, source="the state dict") -> dict:
     """The motion-module part of a full transformer (every key containing 'attn_temporal'),
     the layout of the published easyanimate_v1_mm.safetensors."""
     motion = {k: v for k, v in state_dict.items() if "attn_temporal" in k}
     if not motion:
-        raise CheckpointError(f"{source} has no motion-module keys (transformer_blocks.N.attn_temporal.*); "
-                              f"expected a full EasyAnimate transformer.")
+        raise CheckpointError(
+            f"{source} has no motion-module keys (transformer_blocks.N.attn_temporal.*); "
+            f"expected a full EasyAnimate transformer."
+        )
     return motion
 
 
@@ -135,15 +149,20 @@ def check_motion_module_fits(motion_state_dict, hidden_size, depth, source="the 
 
     facts = motion_module_facts(motion_state_dict, source)
     if facts["hidden_size"] != hidden_size:
-        raise CheckpointError(f"{source}: motion module for hidden size {facts['hidden_size']} cannot go into "
-                              f"a DiT of hidden size {hidden_size}; use a motion module trained for this DiT.")
+        raise CheckpointError(
+            f"{source}: motion module for hidden size {facts['hidden_size']} cannot go into "
+            f"a DiT of hidden size {hidden_size}; use a motion module trained for this DiT."
+        )
     if facts["depth"] != depth:
-        raise CheckpointError(f"{source}: motion module with {facts['depth']} blocks cannot go into a DiT with "
-                              f"{depth} blocks; use a motion module trained for this DiT.")
+        raise CheckpointError(
+            f"{source}: motion module with {facts['depth']} blocks cannot go into a DiT with "
+            f"{depth} blocks; use a motion module trained for this DiT."
+        )
     return facts
 
 
 # ----------------------------------------------------------------------------- input channels
+
 
 def expand_input_channels(state_dict, in_channels, source="the state dict") -> dict:
     """Widen pos_embed.proj.weight to `in_channels` the way the reference loads a 4-channel
@@ -155,10 +174,13 @@ def expand_input_channels(state_dict, in_channels, source="the state dict") -> d
     if have == in_channels:
         return state_dict
     if have > in_channels:
-        raise CheckpointError(f"{source} has {have} input channels, more than the model's {in_channels}; "
-                              f"load it into a model with in_channels={have}.")
-    widened = torch.zeros((weight.shape[0], in_channels, *weight.shape[2:]), dtype=weight.dtype,
-                          device=weight.device)
+        raise CheckpointError(
+            f"{source} has {have} input channels, more than the model's {in_channels}; "
+            f"load it into a model with in_channels={have}."
+        )
+    widened = torch.zeros(
+        (weight.shape[0], in_channels, *weight.shape[2:]), dtype=weight.dtype, device=weight.device
+    )
     if weight.device.type != "meta":
         widened[:, :have] = weight
     return {**state_dict, "pos_embed.proj.weight": widened}

@@ -25,8 +25,10 @@ _BLOCK = re.compile(r"^transformer_blocks\.(\d+)\.")
 _MOTION = re.compile(r"^transformer_blocks\.(\d+)\.attn_temporal\.")
 MOTION_PREFIX = "transformer_blocks.{}.attn_temporal.temporal_transformer."
 
-HEADS_NOTE = ("attention heads and attention types (VanillaGrid 2x2 cells / temporal / global) are "
-              "not visible in weights: they come from config.json or the {} preset")
+HEADS_NOTE = (
+    "attention heads and attention types (VanillaGrid 2x2 cells / temporal / global) are "
+    "not visible in weights: they come from config.json or the {} preset"
+)
 
 
 @dataclass
@@ -41,8 +43,12 @@ class CheckpointInfo:
 
     def report(self) -> str:
         """Human-readable summary (the `inspect` command prints this)."""
-        lines = [f"{self.source}", f"  family:  {self.family}", f"  version: {self.version or 'unknown'}",
-                 f"  tensors: {self.num_tensors}"]
+        lines = [
+            f"{self.source}",
+            f"  family:  {self.family}",
+            f"  version: {self.version or 'unknown'}",
+            f"  tensors: {self.num_tensors}",
+        ]
         lines += [f"  {key}: {value}" for key, value in self.config.items()]
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
@@ -63,16 +69,25 @@ def inspect_checkpoint(path_or_state_dict, config=None, subfolder=None) -> Check
         raise CheckpointError(f"{source} holds no tensors; expected model or LoRA weights.")
     family = detect_family(state_dict, source)
     kept, dropped = drop_training_keys(state_dict)
-    info = CheckpointInfo(family=family, version=None, config={}, notes=describe_dropped(dropped),
-                          dropped_keys=dropped, source=source, num_tensors=len(state_dict))
+    info = CheckpointInfo(
+        family=family,
+        version=None,
+        config={},
+        notes=describe_dropped(dropped),
+        dropped_keys=dropped,
+        source=source,
+        num_tensors=len(state_dict),
+    )
     if family in ("pixart", "pixart_original", "easyanimate_transformer"):
         _describe_transformer(info, state_dict, config)
     elif family == "motion_module":
         facts = motion_module_facts(state_dict, source)
         info.version = "v1"
         info.config = facts
-        info.notes.append("standalone motion modules were published for v1 only; v2/v3 modules have the "
-                          "same keys, so the attention type comes from the preset (v1: VanillaGrid)")
+        info.notes.append(
+            "standalone motion modules were published for v1 only; v2/v3 modules have the "
+            "same keys, so the attention type comes from the preset (v1: VanillaGrid)"
+        )
         info.notes.append(HEADS_NOTE.format("v1"))
     elif family == "video_vae":
         _describe_vae(info, kept, config)
@@ -92,16 +107,21 @@ def detect_family(state_dict, source="the state dict") -> str:
     if is_pixart_original(keys):
         return "pixart_original"
     if any(_BLOCK.match(k) and ".attn1." in k for k in keys):
-        return "easyanimate_transformer" if any("attn_temporal" in k or k.startswith("long_connect_fc.")
-                                                for k in keys) else "pixart"
+        return (
+            "easyanimate_transformer"
+            if any("attn_temporal" in k or k.startswith("long_connect_fc.") for k in keys)
+            else "pixart"
+        )
     kept, _ = drop_training_keys(state_dict)
-    if kept and all(_MOTION.match(k) or k.endswith("pos_encoder.pe") for k in keys):
+    if kept and all(_MOTION.match(k) for k in keys):
         return "motion_module"
     if "encoder.conv_in.weight" in kept:
         return "video_vae" if state_dict["encoder.conv_in.weight"].ndim == 5 else "sd_vae"
-    raise CheckpointError(f"{source} has an unknown key layout (first keys: {', '.join(keys[:3])}); "
-                          f"expected a PixArt / EasyAnimate transformer, motion module, video VAE or "
-                          f"LoRA{_layout_hint(keys)}.")
+    raise CheckpointError(
+        f"{source} has an unknown key layout (first keys: {', '.join(keys[:3])}); "
+        f"expected a PixArt / EasyAnimate transformer, motion module, video VAE or "
+        f"LoRA{_layout_hint(keys)}."
+    )
 
 
 def _layout_hint(keys):
@@ -116,13 +136,29 @@ def _layout_hint(keys):
 
 # ----------------------------------------------------------------------------- transformers
 
-_TOP_REQUIRED = ("pos_embed.proj.weight", "proj_out.weight", "scale_shift_table", "adaln_single.linear.weight",
-                 "adaln_single.emb.timestep_embedder.linear_1.weight",
-                 "adaln_single.emb.timestep_embedder.linear_2.weight",
-                 "caption_projection.linear_1.weight", "caption_projection.linear_2.weight")
-_BLOCK_REQUIRED = ("scale_shift_table", "attn1.to_q.weight", "attn1.to_k.weight", "attn1.to_v.weight",
-                   "attn1.to_out.0.weight", "attn2.to_q.weight", "attn2.to_k.weight", "attn2.to_v.weight",
-                   "attn2.to_out.0.weight", "ff.net.0.proj.weight", "ff.net.2.weight")
+_TOP_REQUIRED = (
+    "pos_embed.proj.weight",
+    "proj_out.weight",
+    "scale_shift_table",
+    "adaln_single.linear.weight",
+    "adaln_single.emb.timestep_embedder.linear_1.weight",
+    "adaln_single.emb.timestep_embedder.linear_2.weight",
+    "caption_projection.linear_1.weight",
+    "caption_projection.linear_2.weight",
+)
+_BLOCK_REQUIRED = (
+    "scale_shift_table",
+    "attn1.to_q.weight",
+    "attn1.to_k.weight",
+    "attn1.to_v.weight",
+    "attn1.to_out.0.weight",
+    "attn2.to_q.weight",
+    "attn2.to_k.weight",
+    "attn2.to_v.weight",
+    "attn2.to_out.0.weight",
+    "ff.net.0.proj.weight",
+    "ff.net.2.weight",
+)
 
 
 def transformer_facts(state_dict, source="the state dict") -> dict:
@@ -132,18 +168,34 @@ def transformer_facts(state_dict, source="the state dict") -> dict:
         state_dict = convert_pixart_original(state_dict, source)
     _require(state_dict, _TOP_REQUIRED, source, "transformer")
     depth = _count_indices(state_dict, _BLOCK, source, "transformer_blocks")
-    _require(state_dict, [f"transformer_blocks.{i}.{k}" for i in range(depth) for k in _BLOCK_REQUIRED],
-             source, "transformer")
+    _require(
+        state_dict,
+        [f"transformer_blocks.{i}.{k}" for i in range(depth) for k in _BLOCK_REQUIRED],
+        source,
+        "transformer",
+    )
     patch_embed = state_dict["pos_embed.proj.weight"]
     hidden, in_channels, patch = patch_embed.shape[0], patch_embed.shape[1], patch_embed.shape[-1]
     cross = state_dict["transformer_blocks.0.attn2.to_k.weight"].shape[1]
     ff_inner = state_dict["transformer_blocks.0.ff.net.0.proj.weight"].shape[0]
-    expected = {"scale_shift_table": (2, hidden), "adaln_single.linear.weight": (6 * hidden, hidden),
-                "caption_projection.linear_2.weight": (hidden, hidden)}
+    expected = {
+        "scale_shift_table": (2, hidden),
+        "adaln_single.linear.weight": (6 * hidden, hidden),
+        "caption_projection.linear_2.weight": (hidden, hidden),
+    }
     for i in range(depth):
         block = f"transformer_blocks.{i}."
-        expected.update({block + "scale_shift_table": (6, hidden), block + "ff.net.0.proj.weight": (ff_inner, hidden)})
-        for name in ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_out.0"):
+        expected.update(
+            {block + "scale_shift_table": (6, hidden), block + "ff.net.0.proj.weight": (ff_inner, hidden)}
+        )
+        for name in (
+            "attn1.to_q",
+            "attn1.to_k",
+            "attn1.to_v",
+            "attn1.to_out.0",
+            "attn2.to_q",
+            "attn2.to_out.0",
+        ):
             expected[f"{block}{name}.weight"] = (hidden, hidden)
         for name in ("attn2.to_k", "attn2.to_v"):
             expected[f"{block}{name}.weight"] = (hidden, cross)
@@ -152,8 +204,10 @@ def transformer_facts(state_dict, source="the state dict") -> dict:
     _check_shapes(state_dict, expected, source)
     proj_out = state_dict["proj_out.weight"]
     if proj_out.shape[1] != hidden or proj_out.shape[0] % (patch * patch):
-        raise CheckpointError(f"{source} has proj_out.weight of shape {list(proj_out.shape)}, expected "
-                              f"[k*{patch * patch}, {hidden}] for hidden size {hidden} and patch size {patch}.")
+        raise CheckpointError(
+            f"{source} has proj_out.weight of shape {list(proj_out.shape)}, expected "
+            f"[k*{patch * patch}, {hidden}] for hidden size {hidden} and patch size {patch}."
+        )
     clip = state_dict.get("clip_projection.linear_1.weight")
     motion_blocks = sorted({int(m.group(1)) for m in map(_MOTION.match, state_dict) if m})
     facts = {
@@ -179,12 +233,16 @@ def transformer_facts(state_dict, source="the state dict") -> dict:
     if motion_blocks:
         if motion_blocks != list(range(depth)):
             missing = sorted(set(range(depth)) - set(motion_blocks))
-            raise CheckpointError(f"{source} has motion modules in {len(motion_blocks)} of {depth} blocks "
-                                  f"(missing in blocks {missing[:5]}); expected one in every block.")
+            raise CheckpointError(
+                f"{source} has motion modules in {len(motion_blocks)} of {depth} blocks "
+                f"(missing in blocks {missing[:5]}); expected one in every block."
+            )
         mm = motion_module_facts({k: v for k, v in state_dict.items() if "attn_temporal" in k}, source)
         if mm["hidden_size"] != hidden:
-            raise CheckpointError(f"{source} has motion modules of hidden size {mm['hidden_size']} in a DiT "
-                                  f"of hidden size {hidden}; the file mixes two models.")
+            raise CheckpointError(
+                f"{source} has motion modules of hidden size {mm['hidden_size']} in a DiT "
+                f"of hidden size {hidden}; the file mixes two models."
+            )
         facts["temporal_position_encoding_max_len"] = mm.get("temporal_position_encoding_max_len")
     facts["version"] = transformer_version(facts)
     return facts
@@ -206,13 +264,21 @@ def _describe_transformer(info, state_dict, config):
     facts = transformer_facts(state_dict, info.source)
     info.version = facts.pop("version")
     if info.family == "pixart_original":
-        info.notes.append("original PixArt layout: fused qkv / kv weights are split into to_q/to_k/to_v "
-                          "on load; the fixed pos_embed buffer and the learned null caption y_embedding "
-                          "are dropped (EasyAnimate encodes the negative prompt with T5 instead)")
+        info.notes.append(
+            "original PixArt layout: fused qkv / kv weights are split into to_q/to_k/to_v "
+            "on load; the fixed pos_embed buffer and the learned null caption y_embedding "
+            "are dropped (EasyAnimate encodes the negative prompt with T5 instead)"
+        )
     info.config = {k: v for k, v in facts.items() if v is not None}
     if config is not None:
-        for key in ("num_attention_heads", "attention_head_dim", "basic_block_type", "motion_module_type",
-                    "enable_uvit", "sample_size"):
+        for key in (
+            "num_attention_heads",
+            "attention_head_dim",
+            "basic_block_type",
+            "motion_module_type",
+            "enable_uvit",
+            "sample_size",
+        ):
             if key in config:
                 info.config[key] = config[key]
     preset = info.version or "v1"
@@ -221,13 +287,15 @@ def _describe_transformer(info, state_dict, config):
     if info.version == "v1" and info.family == "easyanimate_transformer":
         info.notes.append("v1: motion modules without U-ViT skips (VanillaGrid)")
     if info.family == "pixart":
-        info.notes.append("a PixArt base without motion modules: pair it with a motion module "
-                          "(easyanimate_v1_mm) for video")
+        info.notes.append(
+            "a PixArt base without motion modules: pair it with a motion module (easyanimate_v1_mm) for video"
+        )
     if facts["in_channels"] == 12 and not facts["clip_projection"]:
         info.notes.append("12 input channels but no clip_projection: image prompts cannot be used")
 
 
 # ----------------------------------------------------------------------------- motion modules
+
 
 def motion_module_facts(state_dict, source="the state dict") -> dict:
     """Hidden size, depth, layer counts and PE length of motion modules
@@ -236,19 +304,40 @@ def motion_module_facts(state_dict, source="the state dict") -> dict:
     if depth == 0:
         raise CheckpointError(f"{source} has no motion-module keys (transformer_blocks.N.attn_temporal.*).")
     first = MOTION_PREFIX.format(0)
-    inner = _count_indices(state_dict, re.compile(re.escape(first) + r"transformer_blocks\.(\d+)\."),
-                           source, "motion-module transformer blocks")
-    attention = _count_indices(state_dict, re.compile(re.escape(first) + r"transformer_blocks\.0\.attention_blocks\.(\d+)\."),
-                               source, "motion-module attention blocks")
-    required = ["norm.weight", "norm.bias", "proj_in.weight", "proj_in.bias", "proj_out.weight", "proj_out.bias"]
+    inner = _count_indices(
+        state_dict,
+        re.compile(re.escape(first) + r"transformer_blocks\.(\d+)\."),
+        source,
+        "motion-module transformer blocks",
+    )
+    attention = _count_indices(
+        state_dict,
+        re.compile(re.escape(first) + r"transformer_blocks\.0\.attention_blocks\.(\d+)\."),
+        source,
+        "motion-module attention blocks",
+    )
+    required = [
+        "norm.weight",
+        "norm.bias",
+        "proj_in.weight",
+        "proj_in.bias",
+        "proj_out.weight",
+        "proj_out.bias",
+    ]
     for j in range(inner):
         tb = f"transformer_blocks.{j}."
-        required += [tb + p for p in ("ff.net.0.proj.weight", "ff.net.2.weight", "ff_norm.weight", "ff_norm.bias")]
+        required += [
+            tb + p for p in ("ff.net.0.proj.weight", "ff.net.2.weight", "ff_norm.weight", "ff_norm.bias")
+        ]
         for a in range(attention):
             required += [f"{tb}attention_blocks.{a}.{p}.weight" for p in ("to_q", "to_k", "to_v", "to_out.0")]
             required += [f"{tb}norms.{a}.weight"]
-    _require(state_dict, [MOTION_PREFIX.format(i) + k for i in range(depth) for k in required], source,
-             "motion module")
+    _require(
+        state_dict,
+        [MOTION_PREFIX.format(i) + k for i in range(depth) for k in required],
+        source,
+        "motion module",
+    )
     proj_in = state_dict[first + "proj_in.weight"]
     hidden, inner_dim = proj_in.shape[1], proj_in.shape[0]
     expected = {}
@@ -259,11 +348,19 @@ def motion_module_facts(state_dict, source="the state dict") -> dict:
         for j in range(inner):
             for a in range(attention):
                 for p in ("to_q", "to_k", "to_v", "to_out.0"):
-                    expected[f"{block}transformer_blocks.{j}.attention_blocks.{a}.{p}.weight"] = (inner_dim, inner_dim)
+                    expected[f"{block}transformer_blocks.{j}.attention_blocks.{a}.{p}.weight"] = (
+                        inner_dim,
+                        inner_dim,
+                    )
     _check_shapes(state_dict, expected, source)
-    facts = {"hidden_size": hidden, "depth": depth, "inner_dim": inner_dim,
-             "num_transformer_block": inner, "attention_blocks": attention,
-             "ff_inner_dim": state_dict[first + "transformer_blocks.0.ff.net.2.weight"].shape[1]}
+    facts = {
+        "hidden_size": hidden,
+        "depth": depth,
+        "inner_dim": inner_dim,
+        "num_transformer_block": inner,
+        "attention_blocks": attention,
+        "ff_inner_dim": state_dict[first + "transformer_blocks.0.ff.net.2.weight"].shape[1],
+    }
     pe = state_dict.get(first + "transformer_blocks.0.attention_blocks.0.pos_encoder.pe")
     if pe is not None:
         facts["temporal_position_encoding_max_len"] = pe.shape[1]
@@ -272,8 +369,14 @@ def motion_module_facts(state_dict, source="the state dict") -> dict:
 
 # ----------------------------------------------------------------------------- VAEs
 
-_VAE_REQUIRED = ("encoder.conv_in.weight", "encoder.conv_out.weight", "decoder.conv_in.weight",
-                 "decoder.conv_out.weight", "quant_conv.weight", "post_quant_conv.weight")
+_VAE_REQUIRED = (
+    "encoder.conv_in.weight",
+    "encoder.conv_out.weight",
+    "decoder.conv_in.weight",
+    "decoder.conv_out.weight",
+    "quant_conv.weight",
+    "post_quant_conv.weight",
+)
 
 
 def vae_facts(state_dict, source="the state dict") -> dict:
@@ -282,45 +385,68 @@ def vae_facts(state_dict, source="the state dict") -> dict:
     _require(state_dict, _VAE_REQUIRED, source, "video VAE")
     conv_in = state_dict["encoder.conv_in.weight"]
     if conv_in.ndim != 5:
-        raise CheckpointError(f"{source} has a {conv_in.ndim - 2}D encoder.conv_in, expected the 3D "
-                              f"(5-dimensional) convolutions of the EasyAnimate video VAE.")
+        raise CheckpointError(
+            f"{source} has a {conv_in.ndim - 2}D encoder.conv_in, expected the 3D "
+            f"(5-dimensional) convolutions of the EasyAnimate video VAE."
+        )
     ch = conv_in.shape[0]
-    levels = _count_indices(state_dict, re.compile(r"^encoder\.down_blocks\.(\d+)\."), source, "encoder down blocks")
-    up_levels = _count_indices(state_dict, re.compile(r"^decoder\.up_blocks\.(\d+)\."), source, "decoder up blocks")
+    levels = _count_indices(
+        state_dict, re.compile(r"^encoder\.down_blocks\.(\d+)\."), source, "encoder down blocks"
+    )
+    up_levels = _count_indices(
+        state_dict, re.compile(r"^decoder\.up_blocks\.(\d+)\."), source, "decoder up blocks"
+    )
     if levels == 0 or up_levels != levels:
-        raise CheckpointError(f"{source} has {levels} encoder down blocks and {up_levels} decoder up blocks, "
-                              f"expected the same non-zero number.")
-    layers = _count_indices(state_dict, re.compile(r"^encoder\.down_blocks\.0\.convs\.(\d+)\."), source, "layers")
+        raise CheckpointError(
+            f"{source} has {levels} encoder down blocks and {up_levels} decoder up blocks, "
+            f"expected the same non-zero number."
+        )
+    layers = _count_indices(
+        state_dict, re.compile(r"^encoder\.down_blocks\.0\.convs\.(\d+)\."), source, "layers"
+    )
     ch_mult = []
     for i in range(levels):
         key = f"encoder.down_blocks.{i}.convs.{layers - 1}.conv2.weight"
         _require(state_dict, [key], source, "video VAE")
         out = state_dict[key].shape[0]
         if out % ch:
-            raise CheckpointError(f"{source} has {out} channels in down block {i}, not a multiple of the "
-                                  f"{ch} base channels.")
+            raise CheckpointError(
+                f"{source} has {out} channels in down block {i}, not a multiple of the {ch} base channels."
+            )
         ch_mult.append(out // ch)
     latent = state_dict["decoder.conv_in.weight"].shape[1]
-    expected = {"encoder.conv_out.weight": (2 * latent, ch * ch_mult[-1], *conv_in.shape[2:]),
-                "quant_conv.weight": (2 * latent, 2 * latent, 1, 1, 1),
-                "post_quant_conv.weight": (latent, latent, 1, 1, 1)}
+    expected = {
+        "encoder.conv_out.weight": (2 * latent, ch * ch_mult[-1], *conv_in.shape[2:]),
+        "quant_conv.weight": (2 * latent, 2 * latent, 1, 1, 1),
+        "post_quant_conv.weight": (latent, latent, 1, 1, 1),
+    }
     _check_shapes(state_dict, expected, source)
-    return {"in_channels": conv_in.shape[1], "out_channels": state_dict["decoder.conv_out.weight"].shape[0],
-            "ch": ch, "ch_mult": ch_mult, "latent_channels": latent, "layers_per_block": layers,
-            "mid_block_use_attention": "encoder.mid_block.attentions.0.to_q.weight" in state_dict}
+    return {
+        "in_channels": conv_in.shape[1],
+        "out_channels": state_dict["decoder.conv_out.weight"].shape[0],
+        "ch": ch,
+        "ch_mult": ch_mult,
+        "latent_channels": latent,
+        "layers_per_block": layers,
+        "mid_block_use_attention": "encoder.mid_block.attentions.0.to_q.weight" in state_dict,
+    }
 
 
 def _describe_vae(info, state_dict, config):
     info.config = vae_facts(state_dict, info.source)
     if config is None:
         info.family = "video_vae"
-        info.notes.append("slice (v3) and MagViT (v2) VAEs have identical weights and no config.json came "
-                          "with this file: choose the preset (v3 slice or v2 MagViT) when loading")
+        info.notes.append(
+            "slice (v3) and MagViT (v2) VAEs have identical weights and no config.json came "
+            "with this file: choose the preset (v3 slice or v2 MagViT) when loading"
+        )
         return
     slice_mode = bool(config.get("slice_compression_vae", False))
     info.family, info.version = ("slice_vae", "v3") if slice_mode else ("magvit_vae", "v2")
     if "slice_compression_vae" not in config:
-        info.notes.append("config.json has no slice_compression_vae: the class default (False, MagViT) applies")
+        info.notes.append(
+            "config.json has no slice_compression_vae: the class default (False, MagViT) applies"
+        )
     for key in ("slice_compression_vae", "mini_batch_encoder", "mini_batch_decoder", "scaling_factor"):
         if key in config:
             info.config[key] = config[key]
@@ -329,7 +455,9 @@ def _describe_vae(info, state_dict, config):
 def sd_vae_facts(state_dict, source="the state dict") -> dict:
     """The 2D SD VAE (diffusers AutoencoderKL) that v1 applies per frame."""
     _require(state_dict, _VAE_REQUIRED, source, "SD VAE")
-    levels = _count_indices(state_dict, re.compile(r"^encoder\.down_blocks\.(\d+)\."), source, "encoder down blocks")
+    levels = _count_indices(
+        state_dict, re.compile(r"^encoder\.down_blocks\.(\d+)\."), source, "encoder down blocks"
+    )
     block_out = []
     for i in range(levels):
         key = f"encoder.down_blocks.{i}.resnets.1.conv2.weight"
@@ -340,27 +468,34 @@ def sd_vae_facts(state_dict, source="the state dict") -> dict:
 
 # ----------------------------------------------------------------------------- helpers
 
+
 def _count_indices(state_dict, pattern, source, what) -> int:
     """Number of numbered sub-modules; a gap in the numbering means keys are missing."""
     found = sorted({int(m.group(1)) for m in map(pattern.match, state_dict) if m})
     if found and found != list(range(len(found))):
         missing = sorted(set(range(found[-1] + 1)) - set(found))
-        raise CheckpointError(f"{source} is missing required keys: {what} {missing[:5]} are absent "
-                              f"(found {len(found)} of {found[-1] + 1}); the file is incomplete.")
+        raise CheckpointError(
+            f"{source} is missing required keys: {what} {missing[:5]} are absent "
+            f"(found {len(found)} of {found[-1] + 1}); the file is incomplete."
+        )
     return len(found)
 
 
 def _require(state_dict, keys, source, what):
     missing = [k for k in keys if k not in state_dict]
     if missing:
-        raise CheckpointError(f"{source} is missing required keys of a {what}: {', '.join(missing[:3])}"
-                              f"{f' and {len(missing) - 3} more' if len(missing) > 3 else ''}; the file is "
-                              f"incomplete or not a {what}.")
+        raise CheckpointError(
+            f"{source} is missing required keys of a {what}: {', '.join(missing[:3])}"
+            f"{f' and {len(missing) - 3} more' if len(missing) > 3 else ''}; the file is "
+            f"incomplete or not a {what}."
+        )
 
 
 def _check_shapes(state_dict, expected, source):
     for key, shape in expected.items():
         found = tuple(state_dict[key].shape) if key in state_dict else None
         if found is not None and found != tuple(shape):
-            raise CheckpointError(f"{source} has a shape mismatch: {key} is {list(found)}, expected "
-                                  f"{list(shape)} for the sizes the other weights give.")
+            raise CheckpointError(
+                f"{source} has a shape mismatch: {key} is {list(found)}, expected "
+                f"{list(shape)} for the sizes the other weights give."
+            )

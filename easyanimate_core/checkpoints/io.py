@@ -24,10 +24,18 @@ SHARD_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
 WRAPPER_KEYS = ("state_dict", "module")
 
 _SAFETENSORS_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-    "U8": torch.uint8, "BOOL": torch.bool,
-    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
 }
 
 
@@ -38,8 +46,10 @@ def weights_file(path, subfolder=None) -> Path:
     if subfolder:
         path = path / subfolder
     if not path.exists():
-        raise CheckpointError(f"{path} does not exist; check the path (expected a weights file "
-                              f"or a model folder with config.json).")
+        raise CheckpointError(
+            f"{path} does not exist; check the path (expected a weights file "
+            f"or a model folder with config.json)."
+        )
     if path.is_file():
         return path
     for name in WEIGHTS_NAMES + (SHARD_INDEX_NAME,):
@@ -47,10 +57,14 @@ def weights_file(path, subfolder=None) -> Path:
             return path / name
     parts = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name in ("transformer", "vae"))
     if parts:
-        raise CheckpointError(f"{path} is a model folder with the parts {', '.join(parts)}; say which "
-                              f"one to read (subfolder='{parts[0]}').")
-    raise CheckpointError(f"{path} holds no weights: expected {WEIGHTS_NAMES[0]} or {WEIGHTS_NAMES[1]} "
-                          f"next to config.json; copy the model's weights into the folder.")
+        raise CheckpointError(
+            f"{path} is a model folder with the parts {', '.join(parts)}; say which "
+            f"one to read (subfolder='{parts[0]}')."
+        )
+    raise CheckpointError(
+        f"{path} holds no weights: expected {WEIGHTS_NAMES[0]} or {WEIGHTS_NAMES[1]} "
+        f"next to config.json; copy the model's weights into the folder."
+    )
 
 
 def load_config(path, subfolder=None) -> dict | None:
@@ -67,8 +81,9 @@ def load_config(path, subfolder=None) -> dict | None:
     try:
         config = json.loads(config_file.read_text())
     except (OSError, ValueError) as error:
-        raise CheckpointError(f"{config_file} is not valid JSON ({error}); restore the file "
-                              f"from the model download.") from None
+        raise CheckpointError(
+            f"{config_file} is not valid JSON ({error}); restore the file from the model download."
+        ) from None
     if not isinstance(config, dict):
         raise CheckpointError(f"{config_file} holds a {type(config).__name__}, expected a JSON object.")
     return config
@@ -84,16 +99,20 @@ def load_state_dict(path, subfolder=None, device="cpu") -> dict[str, torch.Tenso
         return _load_safetensors(file, device)
     if suffix in PICKLE_SUFFIXES:
         return _load_weights_only_pickle(file, device)
-    raise CheckpointError(f"{file} has the unknown extension '{suffix}'; expected one of "
-                          f"{', '.join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES)}.")
+    raise CheckpointError(
+        f"{file} has the unknown extension '{suffix}'; expected one of "
+        f"{', '.join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES)}."
+    )
 
 
 def _load_shards(index_file, device):
     try:
         weight_map = json.loads(index_file.read_text())["weight_map"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise CheckpointError(f"{index_file} is not a valid shard index (expected a JSON object "
-                              f"with a 'weight_map'); restore it from the model download.") from None
+        raise CheckpointError(
+            f"{index_file} is not a valid shard index (expected a JSON object "
+            f"with a 'weight_map'); restore it from the model download."
+        ) from None
     state_dict = {}
     for shard in sorted(set(weight_map.values())):
         state_dict.update(_load_safetensors(index_file.parent / shard, device))
@@ -118,11 +137,18 @@ def read_safetensors_header(file) -> dict:
             raise _corrupt(file, "its header is not JSON") from None
     if not isinstance(header, dict):
         raise _corrupt(file, "its header is not a JSON object")
-    data_end = max((entry["data_offsets"][1] for name, entry in header.items()
-                    if name != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry),
-                   default=0)
+    data_end = max(
+        (
+            entry["data_offsets"][1]
+            for name, entry in header.items()
+            if name != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry
+        ),
+        default=0,
+    )
     if 8 + header_len + data_end > size:
-        raise _corrupt(file, f"it is truncated ({size} bytes, the header promises {8 + header_len + data_end})")
+        raise _corrupt(
+            file, f"it is truncated ({size} bytes, the header promises {8 + header_len + data_end})"
+        )
     return header
 
 
@@ -142,21 +168,25 @@ def _load_safetensors(file, device):
 
     try:
         return load_file(str(file), device=str(device))
-    except Exception as error:  # the safetensors library raises its own error types
-        raise _corrupt(file, f"safetensors could not read it ({error})") from None
+    except Exception as error:  # noqa: BLE001 - the safetensors library raises its own error types
+        raise _corrupt(file, f"safetensors could not read it ({' '.join(str(error).split())})") from None
 
 
 def _load_weights_only_pickle(file, device):
     try:
         loaded = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError, KeyError, EOFError...
+    except Exception as error:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, KeyError...
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
         if found or "Unsupported global" in str(error) or "Unsupported operand" in str(error):
             what = found.group(1) if found else "a Python object"
-            raise CheckpointError(f"{file} is a pickle that is not weights-only (it contains {what}); "
-                                  f"only plain tensors are loaded, never arbitrary pickle: convert it to "
-                                  f".safetensors with the tool that made it.") from None
-        raise _corrupt(file, f"torch could not read it as a weights-only file ({type(error).__name__})") from None
+            raise CheckpointError(
+                f"{file} is a pickle that is not weights-only (it contains {what}); "
+                f"only plain tensors are loaded, never arbitrary pickle: convert it to "
+                f".safetensors with the tool that made it."
+            ) from None
+        raise _corrupt(
+            file, f"torch could not read it as a weights-only file ({type(error).__name__})"
+        ) from None
     state_dict = unwrap_state_dict(loaded, file)
     if device == "meta" or str(device) == "meta":
         return {name: torch.empty(t.shape, dtype=t.dtype, device="meta") for name, t in state_dict.items()}
@@ -172,13 +202,17 @@ def unwrap_state_dict(loaded, source="the checkpoint") -> dict[str, torch.Tensor
             break
         loaded = loaded[wrapper]
     if not isinstance(loaded, dict) or not loaded:
-        raise CheckpointError(f"{source} holds {type(loaded).__name__ if loaded else 'nothing'}, "
-                              f"expected a mapping of parameter names to tensors.")
+        raise CheckpointError(
+            f"{source} holds {type(loaded).__name__ if loaded else 'nothing'}, "
+            f"expected a mapping of parameter names to tensors."
+        )
     not_tensors = [key for key, value in loaded.items() if not isinstance(value, torch.Tensor)]
     if not_tensors:
-        raise CheckpointError(f"{source} maps {not_tensors[0]!r} to a "
-                              f"{type(loaded[not_tensors[0]]).__name__}, expected only tensors "
-                              f"(is it a full training checkpoint? export the model weights).")
+        raise CheckpointError(
+            f"{source} maps {not_tensors[0]!r} to a "
+            f"{type(loaded[not_tensors[0]]).__name__}, expected only tensors "
+            f"(is it a full training checkpoint? export the model weights)."
+        )
     return loaded
 
 
@@ -192,9 +226,12 @@ def save_state_dict(path, tensors: dict, metadata: dict | None = None) -> None:
     from safetensors.torch import save_file
 
     path = Path(path)
-    if metadata is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
-        raise InputError(f"metadata for {path} must map str to str; convert the values with str() "
-                         f"or json.dumps() first.")
+    if metadata is not None and not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise InputError(
+            f"metadata for {path} must map str to str; convert the values with str() or json.dumps() first."
+        )
     if not path.parent.is_dir():
         raise InputError(f"cannot save {path}: the folder {path.parent} does not exist; create it first.")
     prepared = _standalone_tensors(tensors, path)
@@ -226,8 +263,9 @@ def _standalone_tensors(tensors, path):
         tensor = tensor.detach().cpu()
         shared = len(owners[tensors[name].untyped_storage().data_ptr()]) > 1
         partial = tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size()
-        prepared[name] = tensor.clone(memory_format=torch.contiguous_format) if shared or partial \
-            else tensor.contiguous()
+        prepared[name] = (
+            tensor.clone(memory_format=torch.contiguous_format) if shared or partial else tensor.contiguous()
+        )
     return prepared
 
 

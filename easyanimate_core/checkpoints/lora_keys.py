@@ -35,7 +35,7 @@ _PROCESSOR_TARGET = {"to_q": "to_q", "to_k": "to_k", "to_v": "to_v", "to_out": "
 @dataclass
 class LoraPair:
     down: torch.Tensor  # [rank, in]
-    up: torch.Tensor    # [out, rank]
+    up: torch.Tensor  # [out, rank]
     scale: float
 
     @property
@@ -73,8 +73,10 @@ def _as_matrix(tensor, key, source):
     if tensor.ndim == 4 and tensor.shape[2:] == (1, 1):
         return tensor.flatten(1)
     if tensor.ndim != 2:
-        raise CheckpointError(f"{source} has a shape mismatch: LoRA weight {key} is {list(tensor.shape)}, "
-                              f"expected a matrix [rank, in] or [out, rank].")
+        raise CheckpointError(
+            f"{source} has a shape mismatch: LoRA weight {key} is {list(tensor.shape)}, "
+            f"expected a matrix [rank, in] or [out, rank]."
+        )
     return tensor
 
 
@@ -113,7 +115,7 @@ def _resolve(kind, stem, names, flat_names):
         prefix = next((p for p in MODEL_PREFIXES if candidate.startswith(p)), None)
         if prefix is None:
             return None
-        candidate = candidate[len(prefix):]
+        candidate = candidate[len(prefix) :]
     return candidate
 
 
@@ -138,25 +140,34 @@ def normalize_lora(state_dict, module_names, adapter_config=None, source="the Lo
             continue
         if "down" not in parts or "up" not in parts:
             missing = "down" if "down" not in parts else "up"
-            raise CheckpointError(f"{source} is missing required keys: the {missing} weight of the LoRA pair "
-                                  f"for {target} (found only {', '.join(sorted(parts.values()))}).")
+            raise CheckpointError(
+                f"{source} is missing required keys: the {missing} weight of the LoRA pair "
+                f"for {target} (found only {', '.join(sorted(parts.values()))})."
+            )
         down = _as_matrix(state_dict[parts["down"]], parts["down"], source)
         up = _as_matrix(state_dict[parts["up"]], parts["up"], source)
         if up.shape[1] != down.shape[0]:
-            raise CheckpointError(f"{source} has a shape mismatch: {parts['up']} is {list(up.shape)} but "
-                                  f"{parts['down']} is {list(down.shape)}; their ranks must agree.")
+            raise CheckpointError(
+                f"{source} has a shape mismatch: {parts['up']} is {list(up.shape)} but "
+                f"{parts['down']} is {list(down.shape)}; their ranks must agree."
+            )
         if shapes is not None and tuple(shapes[target]) != (up.shape[0], down.shape[1]):
-            raise CheckpointError(f"{source} has a shape mismatch: the LoRA for {target} is "
-                                  f"[{up.shape[0]}, {down.shape[1]}] but the module's weight is "
-                                  f"{list(shapes[target])}; the LoRA was trained for a different model.")
-        pairs[target] = LoraPair(down=down, up=up, scale=_scale(kind, state_dict, parts, down.shape[0],
-                                                                 adapter_config))
+            raise CheckpointError(
+                f"{source} has a shape mismatch: the LoRA for {target} is "
+                f"[{up.shape[0]}, {down.shape[1]}] but the module's weight is "
+                f"{list(shapes[target])}; the LoRA was trained for a different model."
+            )
+        pairs[target] = LoraPair(
+            down=down, up=up, scale=_scale(kind, state_dict, parts, down.shape[0], adapter_config)
+        )
         formats.add(kind)
     if not pairs:
-        example = sorted(names)[0] if names else "(none)"
-        raise CheckpointError(f"{source} matches no module of the model (first keys: "
-                              f"{', '.join(list(state_dict)[:2])}); expected LoRA keys naming its Linear "
-                              f"layers, e.g. {example}.")
+        example = min(names) if names else "(none)"
+        raise CheckpointError(
+            f"{source} matches no module of the model (first keys: "
+            f"{', '.join(list(state_dict)[:2])}); expected LoRA keys naming its Linear "
+            f"layers, e.g. {example}."
+        )
     fmt = formats.pop() if len(formats) == 1 else "mixed"
     return NormalizedLora(pairs, fmt, sorted(unmatched))
 
@@ -185,11 +196,14 @@ def lora_facts(state_dict, family, source="the LoRA file") -> dict:
         if "alpha" in parts and state_dict[parts["alpha"]].device.type != "meta":
             alphas.add(float(state_dict[parts["alpha"]].float().item()))
     leaves = sorted({_target_kind(s) for s in stems})
-    facts = {"targets": len(stems), "rank": sorted(ranks)[0] if len(ranks) == 1 else sorted(ranks),
-             "target_kinds": leaves,
-             "motion_module_targets": sum("attn_temporal" in s for s in stems)}
+    facts = {
+        "targets": len(stems),
+        "rank": min(ranks) if len(ranks) == 1 else sorted(ranks),
+        "target_kinds": leaves,
+        "motion_module_targets": sum("attn_temporal" in s for s in stems),
+    }
     if alphas:
-        facts["alpha"] = sorted(alphas)[0] if len(alphas) == 1 else sorted(alphas)
+        facts["alpha"] = min(alphas) if len(alphas) == 1 else sorted(alphas)
     if text:
         facts["text_encoder_targets"] = text
     if other:
@@ -197,8 +211,19 @@ def lora_facts(state_dict, family, source="the LoRA file") -> dict:
     return facts
 
 
-_TARGET_KINDS = ("to_q", "to_k", "to_v", "to_out_0", "ff_net_0_proj", "ff_net_2", "proj_in", "proj_out",
-                 "linear_1", "linear_2", "linear")
+_TARGET_KINDS = (
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out_0",
+    "ff_net_0_proj",
+    "ff_net_2",
+    "proj_in",
+    "proj_out",
+    "linear_1",
+    "linear_2",
+    "linear",
+)
 
 
 def _target_kind(stem):
@@ -230,9 +255,11 @@ def lora_state_dict(pairs, format="kohya") -> dict:
             out[f"transformer.{name}.lora_B.weight"] = up
             continue
         parent, _, leaf = name.removesuffix(".0").rpartition(".")
-        if leaf not in _PROCESSOR_TARGET or _PROCESSOR_TARGET[leaf] != name[len(parent) + 1:]:
-            raise InputError(f"cannot save the LoRA for {name} as a motion LoRA: that format only holds "
-                             f"attention projections (to_q, to_k, to_v, to_out.0); save it as 'kohya'.")
+        if leaf not in _PROCESSOR_TARGET or _PROCESSOR_TARGET[leaf] != name[len(parent) + 1 :]:
+            raise InputError(
+                f"cannot save the LoRA for {name} as a motion LoRA: that format only holds "
+                f"attention projections (to_q, to_k, to_v, to_out.0); save it as 'kohya'."
+            )
         out[f"{parent}.processor.{leaf}_lora.down.weight"] = down
         out[f"{parent}.processor.{leaf}_lora.up.weight"] = up
     return out

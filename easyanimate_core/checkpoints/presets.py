@@ -89,10 +89,12 @@ TRANSFORMER_PRESETS = {
         "basic_block_type": "global_motionmodule",
         "motion_module_type": "Vanilla",
         "enable_uvit": True,
-        "motion_module_kwargs_even": _motion_kwargs(16, 1, ["Temporal_Self", "Temporal_Self"],
-                                                    remove_time_embedding_in_photo=False),
-        "motion_module_kwargs_odd": _motion_kwargs(16, 1, ["Temporal_Self", "Global_Self"],
-                                                   remove_time_embedding_in_photo=False),
+        "motion_module_kwargs_even": _motion_kwargs(
+            16, 1, ["Temporal_Self", "Temporal_Self"], remove_time_embedding_in_photo=False
+        ),
+        "motion_module_kwargs_odd": _motion_kwargs(
+            16, 1, ["Temporal_Self", "Global_Self"], remove_time_embedding_in_photo=False
+        ),
     },
 }
 
@@ -102,10 +104,18 @@ _VAE_CLASS_DEFAULTS = {
     "ch": 128,
     "ch_mult": [1, 2, 4, 4],
     "use_gc_blocks": None,
-    "down_block_types": ["SpatialDownBlock3D", "SpatialTemporalDownBlock3D",
-                         "SpatialTemporalDownBlock3D", "SpatialTemporalDownBlock3D"],
-    "up_block_types": ["SpatialUpBlock3D", "SpatialTemporalUpBlock3D",
-                       "SpatialTemporalUpBlock3D", "SpatialTemporalUpBlock3D"],
+    "down_block_types": [
+        "SpatialDownBlock3D",
+        "SpatialTemporalDownBlock3D",
+        "SpatialTemporalDownBlock3D",
+        "SpatialTemporalDownBlock3D",
+    ],
+    "up_block_types": [
+        "SpatialUpBlock3D",
+        "SpatialTemporalUpBlock3D",
+        "SpatialTemporalUpBlock3D",
+        "SpatialTemporalUpBlock3D",
+    ],
     "mid_block_type": "MidBlock3D",
     "mid_block_use_attention": True,
     "mid_block_attention_type": "3d",
@@ -121,11 +131,19 @@ _VAE_CLASS_DEFAULTS = {
 
 VAE_PRESETS = {
     # v2: causal MagViT VAE, run by the pipeline in 9-frame / 3-latent chunks.
-    "v2": {**_VAE_CLASS_DEFAULTS, "slice_compression_vae": False,
-           "mini_batch_encoder": 9, "mini_batch_decoder": 3},
+    "v2": {
+        **_VAE_CLASS_DEFAULTS,
+        "slice_compression_vae": False,
+        "mini_batch_encoder": 9,
+        "mini_batch_decoder": 3,
+    },
     # v3: slice VAE, 8-frame slices encoded independently, 2-latent slices decoded with context.
-    "v3": {**_VAE_CLASS_DEFAULTS, "slice_compression_vae": True,
-           "mini_batch_encoder": 8, "mini_batch_decoder": 2},
+    "v3": {
+        **_VAE_CLASS_DEFAULTS,
+        "slice_compression_vae": True,
+        "mini_batch_encoder": 8,
+        "mini_batch_decoder": 2,
+    },
 }
 
 
@@ -145,8 +163,11 @@ def resolve_transformer_config(state_dict, config=None, preset=None, overrides=N
     facts = transformer_facts(state_dict, source)
     name = preset or facts["version"] or "v1"
     resolved = _preset(TRANSFORMER_PRESETS, name, "transformer")
-    heads = next(source_dict["num_attention_heads"] for source_dict in (overrides or {}, config or {}, resolved)
-                 if "num_attention_heads" in source_dict)
+    heads = next(
+        source_dict["num_attention_heads"]
+        for source_dict in (overrides or {}, config or {}, resolved)
+        if "num_attention_heads" in source_dict
+    )
     inferred = _weight_determined_transformer_config(facts, heads)
     if config is not None:
         _check_agreement(config, inferred, source, expandable=("in_channels",))
@@ -159,15 +180,18 @@ def resolve_transformer_config(state_dict, config=None, preset=None, overrides=N
         raise CheckpointError(
             f"{source or 'the transformer'} has hidden size {hidden}, which "
             f"{resolved['num_attention_heads']} heads x {resolved['attention_head_dim']} does not give; "
-            f"override num_attention_heads and attention_head_dim so their product is {hidden}.")
+            f"override num_attention_heads and attention_head_dim so their product is {hidden}."
+        )
     return resolved
 
 
 def _weight_determined_transformer_config(facts, heads):
     hidden = facts["hidden_size"]
     if hidden % heads:
-        raise CheckpointError(f"hidden size {hidden} is not divisible by the preset's {heads} heads; "
-                              f"override num_attention_heads with a divisor of {hidden}.")
+        raise CheckpointError(
+            f"hidden size {hidden} is not divisible by the preset's {heads} heads; "
+            f"override num_attention_heads with a divisor of {hidden}."
+        )
     inferred = {
         "num_attention_heads": heads,
         "attention_head_dim": hidden // heads,
@@ -195,12 +219,23 @@ def resolve_vae_config(state_dict, config=None, preset=None, overrides=None, sou
     if preset is None and config is None:
         raise CheckpointError(
             f"{source or 'this VAE'} has no config.json and slice (v3) and MagViT (v2) VAEs have "
-            f"identical weights; choose preset='v3' (slice VAE) or preset='v2' (MagViT).")
+            f"identical weights; choose preset='v3' (slice VAE) or preset='v2' (MagViT)."
+        )
     if preset is None:
         preset = "v3" if config.get("slice_compression_vae", False) else "v2"
     resolved = _preset(VAE_PRESETS, preset, "VAE")
-    inferred = {key: facts[key] for key in ("in_channels", "out_channels", "ch", "ch_mult",
-                                             "latent_channels", "layers_per_block", "mid_block_use_attention")}
+    inferred = {
+        key: facts[key]
+        for key in (
+            "in_channels",
+            "out_channels",
+            "ch",
+            "ch_mult",
+            "latent_channels",
+            "layers_per_block",
+            "mid_block_use_attention",
+        )
+    }
     if config is not None:
         _check_agreement(config, inferred, source)
         resolved.update(copy.deepcopy(config))
@@ -222,6 +257,8 @@ def _check_agreement(config, inferred, source, expandable=()):
             continue
         if key in expandable and isinstance(value, int) and value < config[key]:
             continue  # the loader zero-pads extra input channels, as the reference does
-        raise CheckpointError(f"{source or 'the weights'} do not match config.json: {key} is "
-                              f"{config[key]!r} in the config but the weights have {value!r}; use the "
-                              f"config.json that came with these weights.")
+        raise CheckpointError(
+            f"{source or 'the weights'} do not match config.json: {key} is "
+            f"{config[key]!r} in the config but the weights have {value!r}; use the "
+            f"config.json that came with these weights."
+        )
