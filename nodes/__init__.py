@@ -7,6 +7,8 @@ custom types carry the ``VDiT_`` / ``VDIT_`` prefix so they never collide with o
 import pkgutil
 from importlib import import_module
 
+from . import host  # noqa: F401  (registers models/easyanimate with ComfyUI at pack import)
+
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
 
