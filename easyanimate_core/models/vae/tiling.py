@@ -24,9 +24,9 @@ class Tiling:
     overlap: int = 96
 
     def __post_init__(self):
-        if self.size % 8 or self.overlap % 8 or self.size < 32 or not 0 <= self.overlap < self.size // 2 + 1:
+        if self.size % 8 or self.overlap % 8 or self.size < 32 or not 0 <= self.overlap <= self.size // 2:
             raise InputError(f"VAE tiling of {self.size} px with {self.overlap} px overlap is not usable; "
-                             f"use a tile size >= 32 and an overlap below half of it, both multiples of 8.")
+                             f"use a tile size >= 32 and an overlap of at most half of it, both multiples of 8.")
 
 
 def tile_starts(length, tile, overlap):
