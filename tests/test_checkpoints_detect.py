@@ -497,3 +497,28 @@ def test_released_motion_module_and_vae_layouts():
     assert {k: v for k, v in VAE_PRESETS["v2"].items() if "slice" not in k and "mini_batch" not in k} == {
         k: v for k, v in shipped.items() if "slice" not in k and "mini_batch" not in k
     }
+
+
+def test_sd_vae_and_additional_conditions():
+    sd = {}
+    for i, channels in enumerate((8, 16)):
+        for j in range(2):
+            sd[f"encoder.down_blocks.{i}.resnets.{j}.conv2.weight"] = torch.randn(channels, channels, 3, 3)
+    for key, shape in {
+        "encoder.conv_in.weight": (8, 3, 3, 3),
+        "encoder.conv_out.weight": (8, 16, 3, 3),
+        "decoder.conv_in.weight": (16, 4, 3, 3),
+        "decoder.conv_out.weight": (3, 8, 3, 3),
+        "quant_conv.weight": (8, 8, 1, 1),
+        "post_quant_conv.weight": (4, 4, 1, 1),
+    }.items():
+        sd[key] = torch.randn(shape)
+    info = inspect_checkpoint(sd)
+    assert (info.family, info.version, info.config["block_out_channels"]) == ("sd_vae", "v1", [8, 16])
+    with pytest.raises(CheckpointError, match="2D encoder.conv_in"):
+        resolve_vae_config(sd, preset="v3")
+    # PixArt at sample_size 128 has resolution / aspect-ratio embedders, which fix sample_size
+    big = dit(motion=False)
+    linear(big, "adaln_single.emb.resolution_embedder.linear_1", H, 256)
+    assert resolve_transformer_config(big)["sample_size"] == 128
+    assert resolve_transformer_config(dit(motion=False))["sample_size"] == 64

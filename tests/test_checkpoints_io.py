@@ -201,3 +201,12 @@ def test_inspect_command(tmp_path, capsys):
 
     assert run(["inspect", str(tmp_path / "garbage.safetensors")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_reading_selected_keys_and_legacy_pickles(tmp_path):
+    save_state_dict(tmp_path / "w.safetensors", small())
+    torch.save(small(), tmp_path / "w.pt")
+    torch.save(small(), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    for name in ("w.safetensors", "w.pt", "legacy.pt"):
+        assert_same(load_state_dict(tmp_path / name, keys=["b.bias"]), {"b.bias": small()["b.bias"]})
+        assert_same(load_state_dict(tmp_path / name), small())

@@ -204,3 +204,14 @@ def test_lora_error_paths():
         )
     with pytest.raises(InputError, match="unknown LoRA format"):
         lora_state_dict({}, format="lycoris")
+
+
+def test_peft_names_with_kohya_alphas_and_alpha_in_file_reports(tmp_path):
+    ws = weights(TARGETS[:2])
+    sd = {}
+    for name, (down, up) in ws.items():
+        sd[f"transformer.{name}.lora_A.weight"], sd[f"transformer.{name}.lora_B.weight"] = down, up
+        sd[f"transformer.{name}.alpha"] = torch.tensor(1.0)
+    check(normalize_lora(sd, module_shapes()), ws, 1.0 / 4)
+    save_state_dict(tmp_path / "k.safetensors", kohya(ws, alpha=3.0))
+    assert inspect_checkpoint(tmp_path / "k.safetensors").config["alpha"] == 3.0

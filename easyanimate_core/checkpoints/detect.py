@@ -95,6 +95,10 @@ def inspect_checkpoint(path_or_state_dict, config=None, subfolder=None) -> Check
         info.version = "v1"
         info.config = sd_vae_facts(kept, source)
     else:
+        if not isinstance(path_or_state_dict, dict):
+            # alphas are the only values a report needs: read just those few scalars
+            alphas = [k for k in state_dict if k.endswith(".alpha")]
+            state_dict = {**state_dict, **load_state_dict(path_or_state_dict, subfolder, keys=alphas)}
         info.config = lora_facts(state_dict, family, source)
     return info
 

@@ -89,23 +89,25 @@ def load_config(path, subfolder=None) -> dict | None:
     return config
 
 
-def load_state_dict(path, subfolder=None, device="cpu") -> dict[str, torch.Tensor]:
-    """All tensors of a weights file or model folder; `device="meta"` reads shapes only."""
+def load_state_dict(path, subfolder=None, device="cpu", keys=None) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file or model folder (only those named in `keys`, if given);
+    `device="meta"` reads names, shapes and dtypes only."""
     file = weights_file(path, subfolder)
+    keys = None if keys is None else set(keys)
     if file.name == SHARD_INDEX_NAME:
-        return _load_shards(file, device)
+        return _load_shards(file, device, keys)
     suffix = file.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
-        return _load_safetensors(file, device)
+        return _load_safetensors(file, device, keys)
     if suffix in PICKLE_SUFFIXES:
-        return _load_weights_only_pickle(file, device)
+        return _load_weights_only_pickle(file, device, keys)
     raise CheckpointError(
         f"{file} has the unknown extension '{suffix}'; expected one of "
         f"{', '.join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES)}."
     )
 
 
-def _load_shards(index_file, device):
+def _load_shards(index_file, device, keys):
     try:
         weight_map = json.loads(index_file.read_text())["weight_map"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -115,7 +117,7 @@ def _load_shards(index_file, device):
         ) from None
     state_dict = {}
     for shard in sorted(set(weight_map.values())):
-        state_dict.update(_load_safetensors(index_file.parent / shard, device))
+        state_dict.update(_load_safetensors(index_file.parent / shard, device, keys))
     return state_dict
 
 
@@ -152,29 +154,42 @@ def read_safetensors_header(file) -> dict:
     return header
 
 
-def _load_safetensors(file, device):
+def _load_safetensors(file, device, keys):
     header = read_safetensors_header(file)
     if device == "meta" or str(device) == "meta":
         tensors = {}
         for name, entry in header.items():
-            if name == "__metadata__":
+            if name == "__metadata__" or (keys is not None and name not in keys):
                 continue
             dtype = _SAFETENSORS_DTYPES.get(entry.get("dtype"))
             if dtype is None:
                 raise _corrupt(file, f"tensor {name!r} has the unsupported dtype {entry.get('dtype')!r}")
             tensors[name] = torch.empty(entry["shape"], dtype=dtype, device="meta")
         return tensors
-    from safetensors.torch import load_file
+    from safetensors import safe_open
 
     try:
-        return load_file(str(file), device=str(device))
+        with safe_open(str(file), framework="pt", device=str(device)) as handle:
+            names = [name for name in handle.keys() if keys is None or name in keys]  # noqa: SIM118
+            return {name: handle.get_tensor(name) for name in names}
     except Exception as error:  # noqa: BLE001 - the safetensors library raises its own error types
         raise _corrupt(file, f"safetensors could not read it ({' '.join(str(error).split())})") from None
 
 
-def _load_weights_only_pickle(file, device):
+def _torch_load(file):
+    # Memory-mapped, so reading a few tensors (or only shapes) of a large file stays cheap; the
+    # pre-zip torch.save format cannot be mapped and is read whole.
     try:
-        loaded = torch.load(file, map_location="cpu", weights_only=True)
+        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as error:
+        if "mmap can only be used" not in str(error):
+            raise
+    return torch.load(file, map_location="cpu", weights_only=True)
+
+
+def _load_weights_only_pickle(file, device, keys):
+    try:
+        loaded = _torch_load(file)
     except Exception as error:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, KeyError...
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
         if found or "Unsupported global" in str(error) or "Unsupported operand" in str(error):
@@ -188,6 +203,8 @@ def _load_weights_only_pickle(file, device):
             file, f"torch could not read it as a weights-only file ({type(error).__name__})"
         ) from None
     state_dict = unwrap_state_dict(loaded, file)
+    if keys is not None:
+        state_dict = {name: t for name, t in state_dict.items() if name in keys}
     if device == "meta" or str(device) == "meta":
         return {name: torch.empty(t.shape, dtype=t.dtype, device="meta") for name, t in state_dict.items()}
     return {name: t.to(device) for name, t in state_dict.items()}
