@@ -351,6 +351,9 @@ def test_transformer_resolution_with_config_json():
         cross_attention_dim=H,
     )
     del config["basic_block_type"]  # a config.json without the yaml kwargs: the preset fills them in
+    del config["enable_uvit"]  # ... and the weights fix what they show
+    assert resolve_transformer_config(dit(skips=3), config=config)["enable_uvit"] is True
+    assert resolve_transformer_config(dit(), config=config, preset="v2")["enable_uvit"] is False
     resolved = resolve_transformer_config(dit(skips=3), config=config)
     assert (resolved["num_attention_heads"], resolved["basic_block_type"]) == (2, "motionmodule")
     # 4-channel weights into a 12-channel config are expanded by the loader, not an error

@@ -155,9 +155,9 @@ def _preset(presets, name, kind):
 
 def resolve_transformer_config(state_dict, config=None, preset=None, overrides=None, source=None) -> dict:
     """Full transformer config: the preset (given, else the detected version; a plain PixArt
-    base defaults to v1, the version that pairs it with a separate motion module), then
-    config.json if given (it must agree with the weights), else the values the weights fix;
-    `overrides` win over everything."""
+    base defaults to v1, the version that pairs it with a separate motion module), then the
+    values the weights fix, then config.json if given (it must agree with the weights; a larger
+    in_channels is allowed, the loader zero-pads), then `overrides`, which win over everything."""
     from .detect import transformer_facts
 
     facts = transformer_facts(state_dict, source)
@@ -169,11 +169,10 @@ def resolve_transformer_config(state_dict, config=None, preset=None, overrides=N
         if "num_attention_heads" in source_dict
     )
     inferred = _weight_determined_transformer_config(facts, heads)
+    resolved.update(inferred)
     if config is not None:
         _check_agreement(config, inferred, source, expandable=("in_channels",))
         resolved.update(copy.deepcopy(config))
-    else:
-        resolved.update(inferred)
     resolved.update(copy.deepcopy(overrides or {}))
     hidden = facts["hidden_size"]
     if resolved["num_attention_heads"] * resolved["attention_head_dim"] != hidden:
@@ -211,8 +210,9 @@ def _weight_determined_transformer_config(facts, heads):
 
 def resolve_vae_config(state_dict, config=None, preset=None, overrides=None, source=None) -> dict:
     """Full VAE config: the preset (given, else chosen by config.json's slice_compression_vae),
-    then config.json or the shapes the weights fix, then `overrides`. Slice (v3) and MagViT (v2)
-    VAEs have identical weights, so without config.json a preset is required."""
+    then the shapes the weights fix, then config.json (it must agree with them), then `overrides`.
+    Slice (v3) and MagViT (v2) VAEs have identical weights, so without config.json a preset is
+    required."""
     from .detect import vae_facts
 
     facts = vae_facts(state_dict, source)
@@ -236,11 +236,10 @@ def resolve_vae_config(state_dict, config=None, preset=None, overrides=None, sou
             "mid_block_use_attention",
         )
     }
+    resolved.update(inferred)
     if config is not None:
         _check_agreement(config, inferred, source)
         resolved.update(copy.deepcopy(config))
-    else:
-        resolved.update(inferred)
     # Spatial and spatio-temporal down/up samplers have the same weight shapes: keep the preset's
     # pattern (first level spatial only, the rest spatio-temporal) at the depth the weights have.
     levels = len(resolved["ch_mult"])
