@@ -1,11 +1,10 @@
 """Frame / size rules, aspect buckets, context windows, inpaint conditioning, CLIP preprocessing."""
 
 import logging
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import build_vae, save_clip
 
 from easyanimate_core.errors import CheckpointError, InputError
 from easyanimate_core.sampling import frames as rules
@@ -17,9 +16,6 @@ from easyanimate_core.sampling.inpaint import (
     image_to_video_source,
     video_source,
 )
-
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny_models import build_vae, save_clip
 
 
 @pytest.fixture(scope="module")
