@@ -97,7 +97,8 @@ class Summarizer:
         import torch
 
         prompts = [self._prompt(captions) for captions in clips]
-        inputs = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
+        inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, return_token_type_ids=False)
+        inputs = inputs.to(self.device)
         sampling = dict(do_sample=True, temperature=self.temperature, top_p=self.top_p) if self.temperature > 0 \
             else dict(do_sample=False)
         with torch.no_grad():

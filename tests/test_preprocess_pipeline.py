@@ -1,0 +1,141 @@
+"""The whole chain on synthetic sources, kill-and-resume, torn writes, shards and merge."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from easyanimate_core.video_io import probe_video, write_video
+from training.preprocess import cli
+from training.preprocess.jobs import Shard, read_jsonl, run_stage
+from training.preprocess.metadata import load_metadata
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synthetic_videos import pan_frames, write_corrupt, write_scenes, write_text_clip  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    """show.mp4: 4 scenes (moving, static, too short, moving); sub/pan.mp4: one moving scene;
+    captioned.mp4: burned-in text; broken.mp4: not a video. Captions in .txt sidecars."""
+    folder = tmp_path_factory.mktemp("sources")
+    write_scenes(folder / "show.mp4", [45, 40, 25, 60], fps=10, speeds=[1.0, 0.0, 1.0, 1.2])
+    write_scenes(folder / "sub" / "pan.mp4", [40], fps=10, speeds=[0.9], seed=11)
+    write_text_clip(folder / "captioned.mp4", True, num_frames=40)
+    write_corrupt(folder / "broken.mp4")
+    (folder / "show.txt").write_text("a texture pans to the right")
+    (folder / "sub" / "pan.txt").write_text("a slow pan")
+    (folder / "captioned.txt").write_text("text on screen")
+    return folder
+
+
+def run_all(sources, workdir, *extra):
+    argv = ["all", "--input", str(sources), "--workdir", str(workdir), "--sources-root", str(sources), *extra]
+    assert cli.main("preprocess", argv) == 0
+
+
+def test_chain_keeps_moving_text_free_clips_and_skips_the_corrupt_file(sources, tmp_path, capsys):
+    run_all(sources, tmp_path)
+    split = {r["source"]: r for r in read_jsonl(tmp_path / "split.jsonl")}
+    assert "error" in split["broken.mp4"] and "cannot be opened" in split["broken.mp4"]["error"]
+    assert split["show.mp4"]["cuts"] == [45, 85, 110]
+    drops = {r["file_path"]: r.get("drop") for name in ("text", "motion") for r in read_jsonl(tmp_path / f"{name}.jsonl")}
+    assert drops["captioned-Scene-001.mp4"] == "text"
+    assert drops["show-Scene-002.mp4"] == "motion_low"  # the static scene
+    records = load_metadata(tmp_path / "metadata.json")
+    assert sorted(Path(r["file_path"]).name for r in records) == [
+        "pan-Scene-001.mp4", "show-Scene-001.mp4", "show-Scene-003.mp4"]
+    for record in records:
+        assert Path(record["file_path"]).is_absolute() and Path(record["file_path"]).is_file()
+        assert record["type"] == "video" and record["text"] and 3 < record["motion_score"] < 8
+        info = probe_video(record["file_path"])
+        assert (record["width"], record["height"], record["num_frames"]) == (info.width, info.height, info.num_frames)
+    assert {r["text"] for r in records} == {"a texture pans to the right", "a slow pan"}
+    summary = (tmp_path / "summary.txt").read_text()
+    assert "text=1" in summary and "motion_low=1" in summary and "short_scene=1" in summary
+    # the stored file is the reference's format: a JSON list, file_path relative to the data root
+    stored = json.loads((tmp_path / "metadata.json").read_text())
+    assert all(not Path(r["file_path"]).is_absolute() for r in stored)
+
+    capsys.readouterr()
+    run_all(sources, tmp_path)  # a rerun finds everything done
+    assert "0 done now" in capsys.readouterr().err
+    assert json.loads((tmp_path / "metadata.json").read_text()) == stored
+
+
+def test_aesthetic_without_weights_passes_clips_unscored(sources, tmp_path, capsys):
+    run_all(sources, tmp_path, "--skip", "text", "motion", "caption")
+    assert "UNSCORED" in capsys.readouterr().err
+    assert all("aesthetic_score" not in r for r in read_jsonl(tmp_path / "aesthetic.jsonl"))
+
+
+def test_shards_merge_into_the_unsharded_result(sources, tmp_path):
+    run_all(sources, tmp_path / "whole")
+    for index in (0, 1):
+        run_all(sources, tmp_path / "sharded", "--num-shards", "2", "--shard-index", str(index))
+    assert len(list((tmp_path / "sharded").glob("split.shard-*-of-00002.jsonl"))) == 2
+    assert cli.main("preprocess", ["merge", "--workdir", str(tmp_path / "sharded")]) == 0
+    whole = json.loads((tmp_path / "whole" / "metadata.json").read_text())
+    merged = json.loads((tmp_path / "sharded" / "metadata.json").read_text())
+    assert merged == whole
+    shard_metadata = sorted(str(p) for p in (tmp_path / "sharded").glob("metadata.shard-*.json"))
+    assert cli.main("preprocess", ["merge", "--output", str(tmp_path / "m.json"), *shard_metadata]) == 0
+    assert [Path(r["file_path"]).name for r in load_metadata(tmp_path / "m.json")] == [
+        Path(r["file_path"]).name for r in whole]
+
+
+def test_shards_split_deterministically_and_follow_the_launcher(monkeypatch):
+    items = [{"k": f"v{i:02d}"} for i in range(10)]
+    parts = [Shard(i, 3).take(list(reversed(items)), "k") for i in range(3)]
+    assert sorted(x["k"] for p in parts for x in p) == [x["k"] for x in items]
+    assert parts[1] == [{"k": "v01"}, {"k": "v04"}, {"k": "v07"}]
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert Shard.resolve() == Shard(2, 4) and Shard.resolve(0, 1) == Shard(0, 1)
+    with pytest.raises(Exception, match="shard index"):
+        Shard(3, 3)
+
+
+def test_a_torn_last_line_is_redone_and_a_failing_item_costs_only_its_line(tmp_path):
+    out = tmp_path / "stage.jsonl"
+    out.write_text('{"k": "a", "v": 1}\n{"k": "b", "v"')  # killed while writing b
+
+    def work(batch):
+        if any(item["k"] == "c" for item in batch):
+            raise ValueError("c is unreadable")
+        return [{**item, "v": 1} for item in batch]
+
+    report = run_stage("t", [{"k": x} for x in "abcd"], "k", work, out, batch_size=3)
+    records = read_jsonl(out)
+    assert [r["k"] for r in records] == ["a", "b", "c", "d"] and report.done == 3 and report.errors == 1
+    assert records[2]["error"] == "ValueError: c is unreadable" and records[3]["v"] == 1
+
+
+def test_killed_stage_resumes_without_repeats_or_losses(tmp_path):
+    clips = tmp_path / "clips"
+    for k in range(40):
+        write_video(clips / f"c{k:02d}.mp4", pan_frames(24, 120, 160, speed=0.1 * (k % 10), seed=k), fps=8)
+    out = tmp_path / "motion.jsonl"
+    command = [sys.executable, str(ROOT / "training" / "run.py"), "preprocess", "motion", "--input", str(clips),
+               "--output", str(out)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and process.poll() is None:
+        if out.exists() and out.read_text().count("\n") >= 5:
+            os.kill(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    assert process.wait() == -signal.SIGKILL, "the stage finished before it could be killed"
+    partial = len(read_jsonl(out))
+    assert 5 <= partial < 40
+    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    names = [r["file_path"] for r in read_jsonl(out)]
+    assert sorted(names) == [f"c{k:02d}.mp4" for k in range(40)]  # each once, none lost
+    assert all("motion_score" in r for r in read_jsonl(out))
