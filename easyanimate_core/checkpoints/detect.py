@@ -99,7 +99,7 @@ def inspect_checkpoint(path_or_state_dict, config=None, subfolder=None) -> Check
             # alphas are the only values a report needs: read just those few scalars
             alphas = [k for k in state_dict if k.endswith(".alpha")]
             state_dict = {**state_dict, **load_state_dict(path_or_state_dict, subfolder, keys=alphas)}
-        info.config = lora_facts(state_dict, family, source)
+        info.config = lora_facts(state_dict)
     return info
 
 

@@ -23,7 +23,6 @@ import torch
 from ..errors import CheckpointError, InputError
 
 KOHYA_PREFIX = "lora_unet_"
-KOHYA_TEXT_PREFIX = "lora_te"
 MODEL_PREFIXES = ("base_model.model.", "transformer.", "unet.")
 
 _KOHYA = re.compile(r"^(lora_unet_|lora_te\d?_)(.+)\.(lora_down\.weight|lora_up\.weight|alpha)$")
@@ -96,12 +95,11 @@ def _group(state_dict):
         else:
             other.append(key)
     # diffusers' kohya conversions keep an alpha next to PEFT-named pairs: <stem>.alpha
-    for key in list(other):
-        group = groups.get(("lora_peft", key.removesuffix(".alpha")))
-        if key.endswith(".alpha") and group is not None:
-            group["alpha"] = key
-            other.remove(key)
-    return groups, other
+    peft_alphas = [k for k in other if k.endswith(".alpha") and ("lora_peft", k[: -len(".alpha")]) in groups]
+    for key in peft_alphas:
+        groups["lora_peft", key[: -len(".alpha")]]["alpha"] = key
+    attached = set(peft_alphas)
+    return groups, [k for k in other if k not in attached]
 
 
 def _resolve(kind, stem, names, flat_names):
@@ -182,7 +180,7 @@ def _scale(kind, state_dict, parts, rank, adapter_config):
     return 1.0  # kohya without alpha (alpha = rank), PEFT without config, processor format
 
 
-def lora_facts(state_dict, family, source="the LoRA file") -> dict:
+def lora_facts(state_dict) -> dict:
     """Rank(s), scale(s), number of targets and what they touch, from the keys alone."""
     groups, other = _group(state_dict)
     ranks, alphas, stems, text = set(), set(), [], 0
