@@ -1,0 +1,258 @@
+"""AnimateDiff-style motion module, as EasyAnimate puts one into every DiT block.
+
+Per frame GroupNorm(32) -> Linear ``proj_in`` -> ``num_transformer_block`` x [for each attention
+type: x = Attn(LN(x) + PE(frame)) + x; then x = GEGLU-FF(LN(x)) + x] -> zero-initialised Linear
+``proj_out`` -> + module input. The residual lives inside the module; ``motion_scale`` scales the
+module's contribution at inference (1 = as trained, 0 = image model).
+
+Attention types (config only: they change no tensor shape):
+
+- ``Temporal``: each spatial position attends over the frames (sequence length F).
+- ``Temporal`` with ``grid`` (v1 "VanillaGrid", ``block_size`` n): the tokens of an aligned
+  n x n spatial cell attend over all frames together (sequence (F, n, n), length F n^2).
+- ``Global`` (v3 odd blocks): all F*h*w tokens of a video attend to each other; the attention
+  dispatch never materialises the N x N score matrix.
+
+The frame PE is added to the normalised attention input (so it enters q, k and v, not the
+residual). It is a fixed table and is not stored: ``pos_encoder.pe`` keys in files are ignored.
+
+Key names equal the released files: ``attn_temporal.temporal_transformer.{norm, proj_in,
+transformer_blocks.0.{attention_blocks.i.{to_q,to_k,to_v,to_out.0}, norms.i, ff.net.0.proj,
+ff.net.2, ff_norm}, proj_out}``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError
+from .embeddings import frame_pos_embed
+from .layers import Attention, FeedForward, LayerNorm, Linear, zero_
+
+# Defaults of the reference's VanillaTemporalModule for keys a config leaves out.
+MOTION_DEFAULTS = {
+    "num_attention_heads": 8,
+    "num_transformer_block": 2,
+    "attention_block_types": ("Temporal_Self", "Temporal_Self"),
+    "temporal_position_encoding": False,
+    "temporal_position_encoding_max_len": 4096,
+    "temporal_attention_dim_div": 1,
+    "zero_initialize": True,
+    "block_size": 1,
+    "remove_time_embedding_in_photo": False,
+    "cross_frame_attention_mode": None,
+    "global_attention": False,
+    "qk_norm": False,
+}
+MOTION_MODULE_TYPES = ("Vanilla", "VanillaGrid")
+
+
+def motion_options(kwargs: Optional[dict], motion_module_type: str) -> dict:
+    """Reference motion-module kwargs + type -> validated options with defaults filled in."""
+    if motion_module_type not in MOTION_MODULE_TYPES:
+        raise InputError(f"motion_module_type {motion_module_type!r} is not supported; "
+                         f"expected one of {', '.join(MOTION_MODULE_TYPES)} (fix the model config).")
+    unknown = set(kwargs or {}) - set(MOTION_DEFAULTS)
+    if unknown:
+        raise InputError(f"motion module config has unknown keys {sorted(unknown)}; expected only "
+                         f"{sorted(MOTION_DEFAULTS)} (fix the model config).")
+    opts = {**MOTION_DEFAULTS, **(kwargs or {})}
+    for key in ("cross_frame_attention_mode", "global_attention", "qk_norm"):
+        if opts[key] not in (None, False):
+            raise InputError(f"motion module option {key}={opts[key]!r} has no released weights and is not "
+                             f"supported; remove it from the model config.")
+    modes = []
+    for name in opts["attention_block_types"]:
+        if name not in ("Temporal_Self", "Global_Self"):
+            raise InputError(f"motion module attention type {name!r} is not supported; expected "
+                             f"'Temporal_Self' or 'Global_Self' (fix the model config).")
+        modes.append(name.split("_")[0])
+    opts["modes"] = tuple(modes)
+    opts["grid"] = motion_module_type == "VanillaGrid"
+    return opts
+
+
+class MotionAttention(Attention):
+    """Self-attention of a motion module along frames (``Temporal``) or over the whole video
+    (``Global``). q/k/v have no bias, ``to_out.0`` has one."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, mode: str, grid: bool, block_size: int,
+                 use_pe: bool, max_len: int, pe_in_photo: bool):
+        super().__init__(dim, heads, head_dim, bias=False)
+        self.mode, self.grid, self.block_size = mode, grid and mode == "Temporal", block_size
+        self.use_pe, self.max_len, self.pe_in_photo = use_pe, max_len, pe_in_photo
+
+    def forward(self, x: torch.Tensor, frames: int, h: int, w: int) -> torch.Tensor:
+        """``x``: normalised tokens (B*F, h*w, C), frame-major. Returns the same layout."""
+        bf, d, c = x.shape
+        b = bf // frames
+        x = x.view(b, frames, d, c)
+        # Global attention always adds the PE; temporal attention may skip it for single images.
+        if self.use_pe and (frames > 1 or self.pe_in_photo or self.mode == "Global"):
+            if frames > self.max_len:
+                raise InputError(f"the motion module takes at most {self.max_len} latent frames but got "
+                                 f"{frames}; generate fewer frames.")
+            x = x + frame_pos_embed(c, frames, x.device, x.dtype)[None, :, None, :]
+        if self.mode == "Global":
+            return super().forward(x.reshape(b, frames * d, c)).view(bf, d, c)
+        if self.grid:
+            n = self.block_size
+            if h % n or w % n:
+                raise InputError(f"grid motion modules need the latent token grid ({h}x{w}) divisible by "
+                                 f"block_size {n}; use a width and height that are multiples of {16 * n} pixels.")
+            # (b, f, h', n, w', m, c) -> (b h' w', f n m, c): one aligned n x n cell over all frames.
+            x = x.view(b, frames, h // n, n, w // n, n, c).permute(0, 2, 4, 1, 3, 5, 6)
+            y = super().forward(x.reshape(b * (h // n) * (w // n), frames * n * n, c))
+            y = y.view(b, h // n, w // n, frames, n, n, c).permute(0, 3, 1, 4, 2, 5, 6)
+            return y.reshape(bf, d, c)
+        if frames == 1:
+            return self.value_only(x).view(bf, d, c)
+        y = super().forward(x.transpose(1, 2).reshape(b * d, frames, c))
+        return y.view(b, d, frames, c).transpose(1, 2).reshape(bf, d, c)
+
+
+class MotionTransformerBlock(nn.Module):
+    """``transformer_blocks.i`` of a motion module: attention blocks with pre-norms, then GEGLU FF."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, opts: dict):
+        super().__init__()
+        self.attention_blocks = nn.ModuleList([
+            MotionAttention(dim, heads, head_dim, mode, opts["grid"], opts["block_size"],
+                            opts["temporal_position_encoding"], opts["temporal_position_encoding_max_len"],
+                            not opts["remove_time_embedding_in_photo"])
+            for mode in opts["modes"]])
+        self.norms = nn.ModuleList([LayerNorm(dim) for _ in opts["modes"]])
+        self.ff = FeedForward(dim, gated=True)
+        self.ff_norm = LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, frames: int, h: int, w: int) -> torch.Tensor:
+        for attn, norm in zip(self.attention_blocks, self.norms):
+            x = attn(norm(x), frames, h, w) + x
+        return self.ff(self.ff_norm(x)) + x
+
+
+class TemporalTransformer(nn.Module):
+    """``attn_temporal.temporal_transformer``: GroupNorm, proj_in, blocks, proj_out."""
+
+    def __init__(self, channels: int, opts: dict):
+        super().__init__()
+        heads = opts["num_attention_heads"]
+        head_dim = channels // heads // opts["temporal_attention_dim_div"]
+        inner = heads * head_dim
+        self.norm = nn.GroupNorm(32, channels, eps=1e-6, affine=True)
+        self.proj_in = Linear(channels, inner)
+        self.transformer_blocks = nn.ModuleList([
+            MotionTransformerBlock(inner, heads, head_dim, opts) for _ in range(opts["num_transformer_block"])])
+        self.proj_out = Linear(inner, channels)
+
+
+class MotionModule(nn.Module):
+    """One block's motion module (the reference's ``VanillaTemporalModule``) on tokens
+    (B*F, h*w, C), frame-major; returns the same layout with the residual added."""
+
+    def __init__(self, channels: int, opts: dict):
+        super().__init__()
+        if channels % 32:
+            raise InputError(f"motion modules use GroupNorm with 32 groups, so the hidden size must be a "
+                             f"multiple of 32 but it is {channels}; fix the model config.")
+        self.temporal_transformer = TemporalTransformer(channels, opts)
+        if opts["zero_initialize"]:
+            zero_(self.temporal_transformer.proj_out)
+        self.motion_scale = 1.0
+
+    def forward(self, x: torch.Tensor, frames: int, h: int, w: int) -> torch.Tensor:
+        tt = self.temporal_transformer
+        # GroupNorm per frame over all its positions; tokens are channel-last, the norm wants (N, C, L).
+        y = F.group_norm(x.transpose(1, 2), 32, tt.norm.weight.to(x.dtype), tt.norm.bias.to(x.dtype),
+                         tt.norm.eps).transpose(1, 2)
+        y = tt.proj_in(y)
+        for block in tt.transformer_blocks:
+            y = block(y, frames, h, w)
+        y = tt.proj_out(y)
+        if self.motion_scale != 1.0:
+            y = y * self.motion_scale
+        return y + x
+
+
+def build_motion_modules(channels: int, depth: int, motion_module_type: str, kwargs_for_block) -> nn.ModuleList:
+    """One motion module per block; ``kwargs_for_block(i)`` gives block i's reference kwargs."""
+    return nn.ModuleList([MotionModule(channels, motion_options(kwargs_for_block(i), motion_module_type))
+                          for i in range(depth)])
+
+
+# ----- standalone motion modules ----------------------------------------------------------------
+MOTION_CONFIG_KEYS = ("basic_block_type", "motion_module_type", "motion_module_kwargs",
+                      "motion_module_kwargs_even", "motion_module_kwargs_odd")
+
+
+class MotionModuleSet:
+    """A standalone set of motion modules (one per DiT block, the ``easyanimate_v1_mm`` layout:
+    ``transformer_blocks.N.attn_temporal.temporal_transformer.*``) with the config it runs with.
+
+    ``state_dict`` holds the tensors (``pos_encoder.pe`` dropped); ``config`` the reference's
+    motion keys (``basic_block_type``, ``motion_module_type``, ``motion_module_kwargs[_even|_odd]``);
+    ``preset`` the version they came from. :meth:`build` gives the modules as an ``nn.ModuleList``
+    (built once and cached) that a model handle can swap into a DiT's blocks.
+    """
+
+    def __init__(self, state_dict: dict, config: dict, preset: str, source: str = "the motion module"):
+        from ..checkpoints.detect import motion_module_facts
+
+        self.state_dict, self.config, self.preset, self.source = state_dict, config, preset, source
+        facts = motion_module_facts(state_dict, source)
+        self.hidden_size, self.depth = facts["hidden_size"], facts["depth"]
+        self._modules: Optional[nn.ModuleList] = None
+
+    def check_fits(self, hidden_size: int, depth: int) -> None:
+        from ..checkpoints import check_motion_module_fits
+
+        check_motion_module_fits(self.state_dict, hidden_size, depth, self.source)
+
+    def options(self, index: int) -> dict:
+        c = self.config
+        kind = c.get("basic_block_type", "motionmodule")
+        key = "motion_module_kwargs" if kind != "global_motionmodule" else (
+            "motion_module_kwargs_even" if index % 2 == 0 else "motion_module_kwargs_odd")
+        return motion_options(c.get(key), c.get("motion_module_type", "VanillaGrid"))
+
+    def build(self) -> nn.ModuleList:
+        """The modules with their weights (strict load; cached)."""
+        if self._modules is None:
+            with torch.device("meta"):
+                modules = nn.ModuleList([MotionModule(self.hidden_size, self.options(i)) for i in range(self.depth)])
+            # transformer_blocks.N.attn_temporal.<rest> -> N.<rest>
+            weights = {}
+            for key, tensor in self.state_dict.items():
+                block, rest = key.split(".attn_temporal.", 1)
+                weights[f"{block.rsplit('.', 1)[1]}.{rest}"] = tensor
+            result = modules.load_state_dict(weights, strict=False, assign=True)
+            if result.missing_keys or result.unexpected_keys:
+                bad = (result.missing_keys or result.unexpected_keys)[0]
+                raise InputError(f"{self.source} does not fit its config ({bad} is "
+                                 f"{'missing' if result.missing_keys else 'unexpected'}); choose the preset "
+                                 f"the motion module was trained with.")
+            self._modules = modules
+        return self._modules
+
+
+def load_motion_module(source, config=None, preset: Optional[str] = None) -> MotionModuleSet:
+    """A standalone motion-module file (or a full transformer file, whose motion modules are
+    taken), or a state dict. ``config``: a preset name, or a dict whose motion keys override
+    ``preset`` ("v1" by default: the only standalone release)."""
+    from ..checkpoints import TRANSFORMER_PRESETS, drop_training_keys, extract_motion_module, load_state_dict
+
+    name = "the motion module" if isinstance(source, dict) else str(source)
+    state = source if isinstance(source, dict) else load_state_dict(source)
+    state, _ = drop_training_keys(extract_motion_module(state, name))
+    if isinstance(config, str):
+        preset, config = config, None
+    preset, overrides = preset or "v1", config or {}
+    if preset not in TRANSFORMER_PRESETS:
+        raise InputError(f"unknown motion-module preset {preset!r}; expected one of {', '.join(TRANSFORMER_PRESETS)}.")
+    motion_config = {k: v for k, v in TRANSFORMER_PRESETS[preset].items() if k in MOTION_CONFIG_KEYS}
+    motion_config.update({k: v for k, v in overrides.items() if k in MOTION_CONFIG_KEYS})
+    return MotionModuleSet(state, motion_config, preset, name)
