@@ -5,6 +5,9 @@
 3. ``key=value`` overrides on the command line (dotted keys reach into nested dicts; values are
    parsed as YAML, so ``lr=2e-5``, ``data.frames=[8,16]`` and ``ema=true`` have their natural types).
 
+Groups whose default is an empty mapping (a model config, a scheduler config) are free-form: any
+keys are accepted there and passed on as they are.
+
 Unknown keys are rejected with one sentence, so a typo never trains with a silently ignored option.
 """
 
@@ -25,7 +28,9 @@ def _merge(base: dict, extra: dict, where: str, prefix: str = "") -> dict:
         if key not in base:
             raise InputError(f"{where}: unknown option {name!r}; known options at this level are "
                              f"{sorted(base)}; fix the spelling or remove it.")
-        if isinstance(base[key], dict) and isinstance(value, dict):
+        if isinstance(base[key], dict) and not base[key] and isinstance(value, dict):
+            base[key] = {**base[key], **copy.deepcopy(value)}  # free-form group (a model config)
+        elif isinstance(base[key], dict) and isinstance(value, dict):
             _merge(base[key], value, where, name + ".")
         elif isinstance(base[key], dict):
             raise InputError(f"{where}: option {name!r} is a group of options, found the single value "

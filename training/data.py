@@ -37,7 +37,10 @@ def load_entries(metadata: str, data_root: str | None) -> list[dict]:
     """Metadata entries with absolute ``file_path``, ``text`` and ``type`` ("image"/"video")."""
     from training.preprocess.metadata import load_metadata
 
-    return [dict(entry) for entry in load_metadata(metadata, data_root)]
+    if not metadata:
+        raise InputError("data.metadata is not set; give the JSON/JSONL/CSV metadata file (make one with "
+                         "'python training/run.py preprocess').")
+    return [dict(entry) for entry in load_metadata(metadata, data_root or None)]
 
 
 @dataclass
@@ -78,6 +81,7 @@ class BatchPlan:
         self.rank, self.world_size = rank, world_size
         self.unreadable = 0
         self.shape = {}  # index -> (h, w, frames) of readable entries
+        self._grouped = {}  # epoch -> global batch list (memo)
         for i, entry in enumerate(entries):
             if cfg["types"] != "both" and entry["type"] != cfg["types"]:
                 continue
@@ -103,36 +107,74 @@ class BatchPlan:
             return 1
         return max(1, min(self.cfg["frames"], int(0.8 * n)))
 
+    def max_frames(self, index: int) -> int:
+        """The frame count of this entry in a batch of its own."""
+        if self.entries[index]["type"] == "image":
+            return 1
+        return buckets.frame_bucket([self._frames_for(index)], self.interval, self.cfg["frames"])
+
+    def item_size(self, index: int, sample_size: int) -> tuple[int, int]:
+        if not self.cfg["buckets"]:
+            return sample_size, sample_size
+        return buckets.bucket_size(self._bucket(index)[1], sample_size)
+
+    def sample_sizes(self) -> list[int]:
+        """Every training size of the run (progressive resolution lists several)."""
+        schedule = self.cfg.get("resolution_schedule") or []
+        return sorted({int(size) for _, size in schedule} | ({self.cfg["sample_size"]} if not schedule else set()))
+
+    def sample_size_at(self, step: int) -> int:
+        """``resolution_schedule`` [[from_step, size], ...] (progressive resolution), else
+        ``sample_size``."""
+        size = self.cfg["sample_size"]
+        for start, value in sorted(self.cfg.get("resolution_schedule") or []):
+            if step >= start:
+                size = int(value)
+        return size
+
+    def drop(self, indices) -> None:
+        """Exclude entries found unreadable after planning (counted as unreadable)."""
+        for index in indices:
+            if self.shape.pop(index, None) is not None:
+                self.unreadable += 1
+        self._grouped.clear()
+
+    def _global_batches(self, epoch: int) -> list:
+        if epoch not in self._grouped:
+            order = torch.randperm(len(self.entries), generator=seeded_generator(self.seed, "order", epoch))
+            groups: dict[tuple, list[int]] = {}
+            batches = []
+            for index in order.tolist():
+                if index not in self.shape:
+                    continue
+                group = groups.setdefault(self._bucket(index), [])
+                group.append(index)
+                if len(group) == self.cfg["batch_size"]:
+                    batches.append((self._bucket(index), list(group)))
+                    group.clear()
+            per_rank = len(batches) // self.world_size
+            if per_rank == 0:
+                raise InputError(f"the data gives {len(batches)} full batches per epoch, fewer than the "
+                                 f"{self.world_size} processes; lower data.batch_size, add samples, or "
+                                 f"turn off data.buckets.")
+            self._grouped = {e: v for e, v in self._grouped.items() if e >= epoch - 1}
+            self._grouped[epoch] = batches[:per_rank * self.world_size]
+        return self._grouped[epoch]
+
+    def steps_before(self, epoch: int) -> int:
+        return sum(len(self._global_batches(e)) // self.world_size for e in range(epoch))
+
     def epoch_batches(self, epoch: int) -> list[list[Item]]:
         cfg = self.cfg
-        order = torch.randperm(len(self.entries), generator=seeded_generator(self.seed, "order", epoch))
-        groups: dict[tuple, list[int]] = {}
-        batches = []
-        for index in order.tolist():
-            if index not in self.shape:
-                continue
-            key = self._bucket(index)
-            group = groups.setdefault(key, [])
-            group.append(index)
-            if len(group) == cfg["batch_size"]:
-                batches.append((key, list(group)))
-                group.clear()
-        per_rank = len(batches) // self.world_size
-        if per_rank == 0:
-            raise InputError(f"the data gives {len(batches)} full batches per epoch, fewer than the "
-                             f"{self.world_size} processes; lower data.batch_size, add samples, or "
-                             f"turn off data.buckets.")
-        mine = batches[self.rank::self.world_size][:per_rank]
-        # the global order is rank-interleaved, so the batch seed uses its global position
+        first_step = self.steps_before(epoch) if cfg.get("resolution_schedule") else 0
         out = []
-        for local, (key, indices) in enumerate(mine):
-            position = local * self.world_size + self.rank
+        for position, (key, indices) in enumerate(self._global_batches(epoch)):
+            if position % self.world_size != self.rank:
+                continue
+            step = first_step + position // self.world_size
             draw = seeded_generator(self.seed, "batch", epoch, position)
-            kind, ratio = key
-            if cfg["buckets"]:
-                height, width = buckets.bucket_size(ratio, cfg["sample_size"])
-            else:
-                height = width = cfg["sample_size"]
+            kind, _ = key
+            height, width = self.item_size(indices[0], self.sample_size_at(step))
             if kind == "image":
                 frames = 1
             else:
@@ -147,7 +189,7 @@ class BatchPlan:
 
 def _to_tensor(frames: np.ndarray) -> torch.Tensor:
     """(F, H, W, 3) uint8 -> (3, F, H, W) float in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)
+    return torch.from_numpy(np.array(frames, dtype=np.uint8)).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)
 
 
 def _resize(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -179,6 +221,9 @@ class MediaDataset(torch.utils.data.Dataset):
 
     def __init__(self, entries, cfg: dict, crop: str = "center", transform=None):
         self.entries, self.cfg, self.crop, self.transform = entries, cfg, crop, transform
+        self.by_kind = {}
+        for i, entry in enumerate(entries):
+            self.by_kind.setdefault(entry["type"], []).append(i)
 
     def __len__(self):
         return len(self.entries)
@@ -222,7 +267,7 @@ class MediaDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item: Item) -> dict:
         kind = self.entries[item.index]["type"]
-        same_kind = [i for i, e in enumerate(self.entries) if e["type"] == kind]
+        same_kind = self.by_kind[kind]
         start = same_kind.index(item.index)
         # an unreadable sample is replaced by the next readable one of its type, and counted
         for skipped in range(min(len(same_kind), 16)):

@@ -43,6 +43,7 @@ LOOP_DEFAULTS = {
     "validation_every": 0,        # 0: no validation during training
     "mixed_precision": "no",      # no | fp16 | bf16
     "gradient_accumulation_steps": 1,
+    "cpu": False,                 # train on the CPU even where a GPU is present
 }
 
 
@@ -50,7 +51,10 @@ def make_accelerator(train_cfg: dict):
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
 
-    return Accelerator(mixed_precision=train_cfg["mixed_precision"],
+    # Without a GPU, accelerate forms a multi-process group (gloo) only when told it runs on the
+    # CPU; so `accelerate launch --multi_gpu --num_processes N` gives CPU DDP on a CPU-only machine.
+    return Accelerator(cpu=bool(train_cfg["cpu"]) or not torch.cuda.is_available(),
+                       mixed_precision=train_cfg["mixed_precision"],
                        gradient_accumulation_steps=train_cfg["gradient_accumulation_steps"],
                        project_config=ProjectConfiguration(project_dir=train_cfg["output_dir"]))
 
@@ -161,6 +165,7 @@ class LossLog:
         self.writer = None
         if not enabled:
             return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         rows = []
         if self.path.is_file():
             with self.path.open() as f:
@@ -216,11 +221,38 @@ def plot_losses(csv_path, png_path) -> None:
 
 # ---------------------------------------------------------------- the loop
 
+def weights_digest(models) -> bytes:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for model in models:
+        for name, tensor in sorted(model.named_parameters()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.digest()
+
+
+def check_ranks_agree(accelerator, models) -> None:
+    """Distributed runs end by comparing a SHA-256 of every rank's parameters (batch-norm running
+    statistics are per-rank by nature and left out): data-parallel ranks
+    must hold identical models, and a silent divergence (a module outside DDP, a rank-dependent
+    branch) would otherwise only show as a worse model."""
+    mine = torch.tensor(list(weights_digest([accelerator.unwrap_model(m) for m in models])), dtype=torch.int64,
+                        device=accelerator.device)
+    every = accelerator.gather(mine[None]).view(accelerator.num_processes, -1)
+    if not bool((every == every[0]).all()):
+        raise RuntimeError("the training processes ended with different weights; data-parallel ranks must "
+                           "stay identical (report this as a bug with the config used).")
+    accelerator.print(f"weights identical on all {accelerator.num_processes} processes "
+                      f"(sha256 {bytes(every[0].tolist()).hex()[:16]})")
+
+
 def train(accelerator, cfg: dict, stream, step_fn, checkpoint_objects=(), export=None, validate=None,
-          resume: str | None = None) -> TrainState:
+          resume: str | None = None, models=()) -> TrainState:
     """Run ``step_fn`` until ``cfg['steps']`` steps are done (resuming first when asked), then
     call ``export()`` on the main process. ``checkpoint_objects`` are extra objects with
-    ``state_dict``/``load_state_dict`` (EMA, ...) saved in every checkpoint."""
+    ``state_dict``/``load_state_dict`` (EMA, ...) saved in every checkpoint; ``models`` are the
+    trained models whose weights must agree across processes at the end."""
     from tqdm.auto import tqdm
 
     output_dir = Path(cfg["output_dir"])
@@ -259,6 +291,8 @@ def train(accelerator, cfg: dict, stream, step_fn, checkpoint_objects=(), export
             accelerator.wait_for_everyone()
     bar.close()
     accelerator.wait_for_everyone()
+    if accelerator.num_processes > 1:
+        check_ranks_agree(accelerator, models)
     if export is not None and accelerator.is_main_process:
         export()
     log.finish()

@@ -79,6 +79,16 @@ class DiffusionTerms:
     def __init__(self, betas: torch.Tensor):
         b = betas.double()
         acp = torch.cumprod(1.0 - b, 0)
+        self._set(b, acp)
+
+    @classmethod
+    def from_alphas_cumprod(cls, alphas_cumprod: torch.Tensor) -> "DiffusionTerms":
+        """From the shared schedule's abar_t (``easyanimate_core.sampling.schedule``)."""
+        acp = alphas_cumprod.double()
+        betas = 1.0 - acp / torch.cat([acp.new_ones(1), acp[:-1]])
+        return cls(betas)
+
+    def _set(self, b, acp):
         acp_prev = torch.cat([acp.new_ones(1), acp[:-1]])
         self.num_timesteps = len(b)
         self.sqrt_acp = acp.sqrt()

@@ -209,7 +209,8 @@ def main(command: str, argv) -> int:
     def validate(step):
         from easyanimate_core.video_io import write_video
 
-        first = plan.epoch_batches(0)[0][:1]
+        planned = plan.epoch_batches(0)
+        first = next((b for b in planned if entries[b[0].index]["type"] == "video"), planned[0])[:1]
         video = data_lib.collate([dataset[item] for item in first])["pixels"].to(accelerator.device)
         model = accelerator.unwrap_model(ae).vae
         with torch.no_grad():
@@ -222,5 +223,5 @@ def main(command: str, argv) -> int:
 
     objects = [loss_fn] + ([ema] if ema is not None else [])
     train(accelerator, tcfg, stream, step_fn, checkpoint_objects=objects, export=export,
-          validate=validate, resume=resume)
+          validate=validate, resume=resume, models=[ae, discs])
     return 0

@@ -1,0 +1,121 @@
+"""VAE trainer: stage 1 learns, stage 2 leaves the latent space alone, outputs load, LPIPS file."""
+
+import pytest
+import torch
+import yaml
+
+from easyanimate_core.errors import CheckpointError, InputError
+from train_helpers import losses, make_dataset, vae_config
+
+
+def _config(tmp_path, meta, **train):
+    cfg = {"model": {"config": vae_config()},
+           "loss": {"disc_start": 3, "disc_2d_channels": 8, "disc_2d_layers": 2, "disc_3d_channels": [8, 8]},
+           "data": {"metadata": str(meta), "batch_size": 2, "sample_size": 32, "frames": 9},
+           "train": {"output_dir": str(tmp_path / "out"), "steps": 4, "checkpoint_every": 0, "lr": 2e-3,
+                     **train}}
+    path = tmp_path / "vae.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data"), videos=2, images=2, corrupt=1)
+
+
+def test_stage1_loss_decreases_and_exports_loadable_vae(tmp_path, dataset, capsys):
+    from easyanimate_core.models.vae import load_vae
+    from training.train_vae import main
+
+    # one image, so every batch is the same picture (random crops aside): a fixed batch
+    one = make_dataset(tmp_path / "one", videos=0, images=1)
+    cfg = _config(tmp_path, one, steps=25, ema=False)
+    assert main("vae", ["--config", cfg, "data.batch_size=1", "loss.disc_start=100"]) == 0
+    rec = losses(tmp_path / "out", "loss/rec")
+    assert len(rec) == 25
+    assert sum(rec[-5:]) / 5 < 0.7 * sum(rec[:5]) / 5
+    assert "perceptual (LPIPS) term is off" in capsys.readouterr().out
+    vae = load_vae(str(tmp_path / "out" / "vae"))
+    video = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+    assert vae.decode(vae.encode(video).mode()).shape == video.shape
+    assert (tmp_path / "out" / "loss_curve.png").stat().st_size > 1000
+
+
+def test_gan_terms_start_at_disc_start_and_bad_samples_are_skipped(tmp_path, dataset, capsys):
+    from training.train_vae import main
+
+    assert main("vae", ["--config", _config(tmp_path, dataset)]) == 0
+    assert len(losses(tmp_path / "out", "loss/d")) == 1           # step 4 only (disc_start 3)
+    assert len(losses(tmp_path / "out", "d_weight")) == 1
+
+
+def test_stage2_trains_decoder_only(tmp_path, dataset):
+    from safetensors.torch import load_file
+
+    from training.train_vae import main
+
+    start = tmp_path / "start"
+    assert main("vae", ["--config", _config(tmp_path, dataset), f"train.output_dir={start}", "train.steps=1"]) == 0
+    before = load_file(start / "vae" / "diffusion_pytorch_model.safetensors")
+    assert main("vae-decoder", ["--config", _config(tmp_path, dataset), "model.config={}",
+                                f"model.pretrained={start / 'vae'}", "train.ema=false"]) == 0
+    after = load_file(tmp_path / "out" / "vae" / "diffusion_pytorch_model.safetensors")
+    frozen = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    trained = [k for k in before if k.startswith("decoder.")]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in trained)
+    # stage 2 defaults follow the spec: L2 instead of L1
+    from training.train_vae import command_defaults
+    assert command_defaults("vae-decoder")["loss"]["l2_weight"] == 1.0
+    assert command_defaults("vae-decoder")["loss"]["l1_weight"] == 0.0
+
+
+def test_unknown_option_is_one_clear_error(tmp_path, dataset):
+    from training.train_vae import main
+
+    with pytest.raises(InputError, match="unknown option 'train.stpes'"):
+        main("vae", ["--config", _config(tmp_path, dataset), "train.stpes=3"])
+    with pytest.raises(InputError, match="not of the form key=value"):
+        main("vae", ["--config", _config(tmp_path, dataset), "steps"])
+
+
+def _lpips_state(layout):
+    from training.perceptual import LPIPS
+
+    torch.manual_seed(0)
+    state = {}
+    for key, value in LPIPS().state_dict().items():
+        if key.startswith("features."):
+            index, kind = key.split(".")[1:]
+            name = f"features.{index}.{kind}" if layout == "torchvision" else f"net.slice1.{index}.{kind}"
+            state[name] = torch.randn_like(value) * 0.05
+        elif key.startswith("lin."):
+            state[f"lin{key.split('.')[1]}.model.1.weight"] = torch.rand_like(value)
+    return state
+
+
+@pytest.mark.parametrize("layout", ["lpips", "torchvision"])
+def test_perceptual_weights_from_a_local_file(tmp_path, layout):
+    from safetensors.torch import save_file
+
+    from training.perceptual import load_lpips
+
+    path = tmp_path / "lpips.safetensors"
+    save_file(_lpips_state(layout), str(path))
+    net = load_lpips(str(path))
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert net(x, x).abs().max() < 1e-6
+    assert (net(x, x.flip(-1)) > 0).all()
+
+
+def test_perceptual_file_missing_tensors_is_one_clear_error(tmp_path):
+    from safetensors.torch import save_file
+
+    from training.perceptual import load_lpips
+
+    state = _lpips_state("lpips")
+    state.pop("lin4.model.1.weight")
+    save_file(state, str(tmp_path / "partial.safetensors"))
+    with pytest.raises(CheckpointError, match="lacks 1 of the VGG16/LPIPS tensors"):
+        load_lpips(str(tmp_path / "partial.safetensors"))

@@ -1,0 +1,401 @@
+"""Video-DiT training (spec 3.2).
+
+    python training/run.py dit-image   --config training/configs/dit_image.yaml   [key=value ...]
+    python training/run.py dit-motion  --config training/configs/dit_motion.yaml
+    python training/run.py dit-full    --config training/configs/dit_full.yaml
+
+Stage 1 (``dit-image``) aligns an image DiT to a (new) VAE on images. Stage 2 (``dit-motion``)
+inserts motion modules into that image DiT (``model.motion_config``) and trains only them on
+video and image batches with aspect-ratio and frame buckets. Stage 3 (``dit-full``) trains the
+whole video DiT, with progressive resolution through ``data.resolution_schedule``.
+``mode.train_mode: inpaint`` trains image-to-video models (random keep-masks, masked-video
+latents, CLIP tokens). Loss: IDDPM hybrid (epsilon MSE + learned-variance VB term).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+
+from easyanimate_core.errors import InputError
+from training import data as data_lib
+from training.config import _merge, parse_args
+from training.ema import EMA
+from training.loop import LOOP_DEFAULTS, clip_gradients, lr_schedule, make_accelerator, train
+
+DEFAULTS = {
+    "train": {**LOOP_DEFAULTS,
+              "output_dir": "outputs/dit",
+              "lr": 2e-5,
+              "low_lr_factor": 0.1,          # lr multiplier of model.trainable_low_lr
+              "betas": [0.9, 0.999],
+              "weight_decay": 3e-2,
+              "adam_eps": 1e-10,
+              "lr_schedule": "constant_with_warmup",
+              "warmup_steps": 100,
+              "max_grad_norm": 1.0,          # adaptive clipping (see loop.clip_gradients); 0: off
+              "clip_warmup_steps": 1000,
+              "clip_initial_ratio": 5.0,
+              "ema": True,
+              "ema_decay": 0.9999,
+              "gradient_checkpointing": False,
+              "num_workers": 0},
+    "model": {"pretrained": "",              # transformer folder/file (dit-motion: the image DiT)
+              "config": {},                  # config (reference keys) when not pretrained / override
+              "motion_config": {},           # dit-motion: keys added to the image config
+              "trainable": ["."],            # substrings of parameter names that train
+              "trainable_low_lr": []},       # substrings that train at lr x low_lr_factor
+    "vae": {"pretrained": "", "config": {}},
+    "text": {"encoder": "",                  # T5 folder (TextEncoder.load)
+             "caption_dropout": 0.0},        # share of captions replaced by "" (for CFG)
+    "diffusion": {"timesteps": "uniform",    # uniform | logit_normal
+                  "scheduler": {},           # NoiseSchedule config (defaults: linear 1e-4 .. 0.02)
+                  "learned_variance": True},
+    "mode": {"train_mode": "normal",         # normal | inpaint
+             "clip_encoder": ""},            # CLIP image encoder folder (inpaint, 12-channel models)
+    "cache": {"dir": ""},                    # pre-encoding cache folder; empty: encode every step
+    "data": {"metadata": "", "root": "",
+             "types": "both",
+             "batch_size": 1,
+             "sample_size": 512,
+             "resolution_schedule": [],      # [[from_step, size], ...] progressive resolution
+             "frames": 144,
+             "stride": 1,
+             "buckets": True,
+             "random_frame_crop": False,
+             "static_frames": False},
+    "validation": {"prompts": [], "steps": 25, "guidance": 7.0, "sampler": "dpmpp_2m",
+                   "width": 512, "height": 512, "frames": 16, "seed": 43},
+}
+
+STAGE_DEFAULTS = {
+    "dit-image": {"train": {"output_dir": "outputs/dit_image", "lr": 1e-5},
+                  "data": {"types": "image", "frames": 1}},
+    "dit-motion": {"train": {"output_dir": "outputs/dit_motion"},
+                   "model": {"trainable": ["attn_temporal"]}, "data": {"frames": 16}},
+    "dit-full": {"train": {"output_dir": "outputs/dit_full"},
+                 "model": {"trainable": ["transformer_blocks", "proj_out", "pos_embed", "long_connect_fc"]},
+                 "diffusion": {"timesteps": "logit_normal"}},
+}
+
+
+def command_defaults(command: str, defaults=DEFAULTS, stages=STAGE_DEFAULTS) -> dict:
+    return _merge(copy.deepcopy(defaults), stages[command], "stage defaults")
+
+
+# ---------------------------------------------------------------- models
+
+def build_transformer(mcfg: dict):
+    """The DiT to train. With ``motion_config`` the image model's weights are loaded into the
+    video model and only motion-module keys may be missing (they start as the zero-output
+    modules the architecture defines)."""
+    from easyanimate_core.checkpoints import load_state_dict
+    from easyanimate_core.checkpoints.io import load_config
+    from easyanimate_core.models.transformer import VideoTransformer
+
+    config = dict(mcfg["config"])
+    state = None
+    if mcfg["pretrained"]:
+        config = {**(load_config(mcfg["pretrained"]) or {}), **config}
+        state = load_state_dict(mcfg["pretrained"])
+    if not config:
+        raise InputError("the DiT trainer needs model.pretrained (a transformer folder or file) or "
+                         "model.config (a transformer config dict); set one of them.")
+    config.update(mcfg["motion_config"])
+    model = VideoTransformer.from_config(config)
+    if state is not None:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        allowed = [k for k in missing if ".attn_temporal." in k] if mcfg["motion_config"] else []
+        missing = [k for k in missing if k not in allowed]
+        if missing or unexpected:
+            raise InputError(f"{mcfg['pretrained']} does not fit the configured transformer: "
+                             f"{len(missing)} missing keys (first {missing[:1]}), {len(unexpected)} unexpected "
+                             f"(first {unexpected[:1]}); use matching model.config / motion_config.")
+    return model
+
+
+def select_trainable(model, patterns, low_patterns, lr: float, low_factor: float) -> list[dict]:
+    """Freeze every parameter, then train those whose name contains one of ``patterns`` (full
+    lr) or ``low_patterns`` (lr x ``low_factor``); returns optimizer parameter groups."""
+    model.requires_grad_(False)
+    normal, low = [], []
+    for name, p in model.named_parameters():
+        if any(s in name for s in low_patterns):
+            low.append(p)
+        elif any(s in name for s in patterns):
+            normal.append(p)
+        else:
+            continue
+        p.requires_grad_(True)
+    if not normal and not low:
+        raise InputError(f"model.trainable {list(patterns)} and trainable_low_lr {list(low_patterns)} match no "
+                         f"parameter of the transformer; use substrings of its parameter names "
+                         f"(e.g. attn_temporal, transformer_blocks).")
+    groups = [{"params": normal, "lr": lr}]
+    if low:
+        groups.append({"params": low, "lr": lr * low_factor})
+    return groups
+
+
+def load_vae(vcfg: dict):
+    from easyanimate_core.models.vae import VideoVAE, load_vae as load
+
+    if vcfg["pretrained"]:
+        return load(vcfg["pretrained"])
+    if vcfg["config"]:
+        return VideoVAE.from_config(dict(vcfg["config"]))
+    raise InputError("the DiT trainer needs vae.pretrained (a vae/ folder or file) or vae.config; set one.")
+
+
+def load_text_encoder(tcfg: dict):
+    from easyanimate_core.models.text_encoder import TextEncoder
+
+    if not tcfg["encoder"]:
+        raise InputError("text.encoder is not set; give the T5 text encoder folder.")
+    return TextEncoder.load(tcfg["encoder"])
+
+
+def random_keep_mask(kind: str, frames: int, generator) -> torch.Tensor:
+    """The reference's training masks (1 = generate): videos draw uniformly from 'everything'
+    (text-to-video), 'keep the first k' and 'keep the first and last k' frames, k in [1, 4];
+    images are always fully generated."""
+    mask = torch.ones(frames)
+    if kind == "video" and frames > 1:
+        choice = int(torch.randint(1, 4, (), generator=generator))
+        k = int(torch.randint(1, 5, (), generator=generator))
+        if choice >= 2:
+            mask[:k] = 0
+        if choice == 3:
+            mask[-k:] = 0
+    return mask
+
+
+class Conditioner:
+    """Turns a batch into DiT inputs with the frozen encoders (or reads them from the cache)."""
+
+    def __init__(self, vae, text_encoder, clip, device, inpaint: bool):
+        self.vae, self.text_encoder, self.clip = vae, text_encoder, clip
+        self.device, self.inpaint = device, inpaint
+        self.empty = None
+
+    def empty_text(self):
+        if self.empty is None:
+            self.empty = [t.cpu() for t in self.text_encoder.encode([""])]
+        return self.empty
+
+    @torch.no_grad()
+    def __call__(self, batch, generator, caption_dropout: float) -> dict:
+        s = self.vae.scaling_factor
+        if "latent_mean" in batch:
+            mean, std = batch["latent_mean"], batch["latent_std"]
+            eps = torch.randn(mean.shape, generator=generator)
+            latents = (mean + std * eps).to(self.device) * s
+            embeds, mask = batch["text_embeds"], batch["text_mask"]
+        else:
+            pixels = batch["pixels"].to(self.device, self.vae.dtype)
+            posterior = self.vae.encode(pixels)
+            eps = torch.randn(posterior.mean.shape, generator=generator)
+            latents = (posterior.mean + posterior.std * eps.to(self.device, posterior.mean.dtype)).float() * s
+            embeds, mask = self.text_encoder.encode(list(batch["text"]))
+        embeds, mask = embeds.float().clone(), mask.clone()
+        drop = torch.rand(len(embeds), generator=generator) < caption_dropout
+        if drop.any():
+            empty_embeds, empty_mask = self.empty_text()
+            embeds[drop], mask[drop] = empty_embeds.to(embeds), empty_mask.to(mask)
+        out = {"latents": latents.float(), "embeds": embeds.to(self.device), "mask": mask.to(self.device)}
+        if self.inpaint:
+            out.update(self.inpaint_inputs(batch, generator))
+        return out
+
+    def inpaint_inputs(self, batch, generator) -> dict:
+        pixels = batch["pixels"].to(self.device, self.vae.dtype)
+        b, _, frames, h, w = pixels.shape
+        keep = torch.stack([random_keep_mask(batch["type"], frames, generator) for _ in range(b)])
+        mask = keep.view(b, 1, frames, 1, 1).expand(b, 1, frames, h, w).to(pixels)
+        masked = pixels * (1 - mask) + (-1.0) * mask
+        s = self.vae.scaling_factor
+        mask_latents = self.vae.encode(mask.expand(-1, 3, -1, -1, -1)).mode().float() * s
+        masked_latents = self.vae.encode(masked).mode().float() * s
+        out = {"inpaint_latents": torch.cat([mask_latents, masked_latents], dim=1)}
+        if self.clip is not None:
+            pick = torch.randint(frames, (b,), generator=generator)
+            images = pixels[torch.arange(b), :, pick].float().add(1).div(2)
+            states = self.clip.encode(images.to(self.clip.device, self.clip.dtype)).float()
+            on = (torch.rand(b, generator=generator) < 0.5).float()
+            out["clip_states"] = states.to(self.device)
+            out["clip_mask"] = on[:, None].expand(b, 8).to(self.device)
+        return out
+
+
+def export_transformer(model, folder: Path) -> None:
+    from easyanimate_core.checkpoints import save_state_dict
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_state_dict(folder / "diffusion_pytorch_model.safetensors", state)
+    (folder / "config.json").write_text(json.dumps(model.config, indent=2))
+
+
+def export_motion_module(model, path: Path) -> None:
+    """The standalone motion-module file (the layout of ``easyanimate_v1_mm.safetensors``)."""
+    from easyanimate_core.checkpoints import save_state_dict
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if ".attn_temporal." in k}
+    save_state_dict(path, state)
+
+
+# ---------------------------------------------------------------- the run
+
+def run(command: str, cfg: dict, resume, adapt=None, export=None) -> int:
+    """Shared by the DiT and LoRA trainers. ``adapt(model, cfg) -> param groups`` replaces the
+    name-pattern selection (the LoRA trainer injects its adapters there); ``export(model, cfg)``
+    replaces the transformer export."""
+    from easyanimate_core.sampling.schedule import NoiseSchedule
+    from training.losses import DiffusionTerms, diffusion_loss, sample_timesteps
+
+    tcfg, mcfg, dcfg = cfg["train"], cfg["model"], cfg["data"]
+    accelerator = make_accelerator(tcfg)
+    torch.manual_seed(tcfg["seed"])
+    device = accelerator.device
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(tcfg["mixed_precision"], torch.float32)
+
+    model = build_transformer(mcfg)
+    if adapt is not None:
+        groups = adapt(model, cfg)
+    else:
+        groups = select_trainable(model, mcfg["trainable"], mcfg["trainable_low_lr"], tcfg["lr"],
+                                  tcfg["low_lr_factor"])
+    model.enable_gradient_checkpointing(bool(tcfg["gradient_checkpointing"]))
+    trainable = [p for g in groups for p in g["params"]]
+    inpaint = cfg["mode"]["train_mode"] == "inpaint"
+    if cfg["mode"]["train_mode"] not in ("normal", "inpaint"):
+        raise InputError(f"mode.train_mode {cfg['mode']['train_mode']!r} is not 'normal' or 'inpaint'.")
+    if inpaint and model.in_channels != 12:
+        raise InputError(f"mode.train_mode=inpaint needs a 12-channel (InP) transformer but this one takes "
+                         f"{model.in_channels} channels; use an InP config or train_mode=normal.")
+    if inpaint and cfg["cache"]["dir"]:
+        raise InputError("cache.dir cannot be used with mode.train_mode=inpaint (its random masks need the "
+                         "VAE every step); leave cache.dir empty.")
+
+    vae = load_vae(cfg["vae"]).to(device, weight_dtype).eval().requires_grad_(False)
+    text_encoder = load_text_encoder(cfg["text"]).to(device)
+    clip = None
+    if inpaint and cfg["mode"]["clip_encoder"]:
+        from easyanimate_core.models.clip_vision import ClipImageEncoder
+
+        clip = ClipImageEncoder.load(cfg["mode"]["clip_encoder"]).to(device)
+    conditioner = Conditioner(vae, text_encoder, clip, device, inpaint)
+
+    entries = data_lib.load_entries(dcfg["metadata"], dcfg["root"])
+    plan = data_lib.BatchPlan(entries, dcfg, tcfg["seed"], interval=vae.mini_batch_encoder,
+                              rank=accelerator.process_index, world_size=accelerator.num_processes)
+    pixels = data_lib.MediaDataset(entries, dcfg, crop="center", transform=getattr(adapt, "transform", None))
+    dataset = pixels
+    if cfg["cache"]["dir"]:
+        from easyanimate_core.progress import console
+        from training.cache import CachedDataset, LatentCache, model_identity
+
+        cache = LatentCache(cfg["cache"]["dir"], model_identity(vae.config, cfg["text"]["encoder"]))
+
+        def encode_pixels(video):
+            posterior = vae.encode(video.to(device, weight_dtype))
+            return posterior.mean, posterior.std
+
+        cache.build(plan, pixels, encode_pixels, text_encoder.encode, plan.sample_sizes(),
+                    accelerator.process_index, accelerator.num_processes,
+                    progress=console("pre-encode") if accelerator.is_main_process else None)
+        accelerator.wait_for_everyone()
+        plan.drop([i for i in list(plan.shape) for size in plan.sample_sizes()
+                   if not cache.path(entries[i], *plan.item_size(i, size), plan.max_frames(i)).is_file()])
+        conditioner.empty_text()
+        dataset = CachedDataset(plan, cache, vae.latent_frames)
+    stream = data_lib.BatchStream(plan, dataset, tcfg["num_workers"])
+
+    optimizer = torch.optim.AdamW(groups, lr=tcfg["lr"], betas=tuple(tcfg["betas"]),
+                                  weight_decay=tcfg["weight_decay"], eps=tcfg["adam_eps"])
+    scheduler = lr_schedule(optimizer, tcfg["lr_schedule"], tcfg["warmup_steps"], tcfg["steps"])
+    ema = EMA(model, tcfg["ema_decay"]) if tcfg["ema"] else None
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    schedule = NoiseSchedule.from_config(cfg["diffusion"]["scheduler"])
+    terms = DiffusionTerms.from_alphas_cumprod(schedule.alphas_cumprod)
+    learned_variance = cfg["diffusion"]["learned_variance"]
+
+    def step_fn(batch, step, generator):
+        c = conditioner(batch, generator, cfg["text"]["caption_dropout"])
+        x0 = c["latents"]
+        t = sample_timesteps(x0.shape[0], terms.num_timesteps, cfg["diffusion"]["timesteps"], generator).to(device)
+        noise = torch.randn(x0.shape, generator=generator).to(device)
+        x_t = terms.add_noise(x0, noise, t)
+        with accelerator.accumulate(model), accelerator.autocast():
+            out = model(x_t, t, c["embeds"], c["mask"], inpaint_latents=c.get("inpaint_latents"),
+                        clip_encoder_hidden_states=c.get("clip_states"), clip_attention_mask=c.get("clip_mask"))
+            loss, parts = diffusion_loss(terms, out, x0, x_t, noise, t,
+                                         learned_variance and out.shape[1] >= 2 * x0.shape[1])
+            loss = loss.mean()
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                clip_gradients(accelerator, trainable, step, tcfg["max_grad_norm"], tcfg["clip_warmup_steps"],
+                               tcfg["clip_initial_ratio"])
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        if ema is not None and accelerator.sync_gradients:
+            ema.update(accelerator.unwrap_model(model))
+        return {"loss": loss.detach(), **{f"loss/{k}": v for k, v in parts.items()},
+                "lr": scheduler.get_last_lr()[0]}
+
+    def final_model():
+        final = copy.deepcopy(accelerator.unwrap_model(model)).float()
+        if ema is not None:
+            ema.copy_to(final)
+        return final
+
+    def do_export():
+        final = final_model()
+        out = Path(tcfg["output_dir"])
+        if export is not None:
+            export(final, cfg)
+            return
+        export_transformer(final, out / "transformer")
+        if command == "dit-motion":
+            export_motion_module(final, out / "motion_module.safetensors")
+
+    def validate(step):
+        validate_generation(cfg, accelerator.unwrap_model(model), vae, text_encoder, device, step)
+
+    train(accelerator, tcfg, stream, step_fn, checkpoint_objects=[ema] if ema is not None else [],
+          export=do_export, validate=validate if cfg["validation"]["prompts"] else None, resume=resume,
+          models=[model])
+    return 0
+
+
+def validate_generation(cfg, model, vae, text_encoder, device, step) -> list[str]:
+    """Sample every validation prompt with the release pipeline and write the videos."""
+    from easyanimate_core.sampling.pipeline import Components, generate
+    from easyanimate_core.video_io import write_video
+
+    v = cfg["validation"]
+    components = Components(transformer=model, vae=vae, text_encoder=text_encoder, device=device)
+    was_training = model.training
+    model.eval()
+    written = []
+    for k, prompt in enumerate(v["prompts"]):
+        with torch.no_grad():
+            video = generate(components, prompt, width=v["width"], height=v["height"], frames=v["frames"],
+                             steps=v["steps"], cfg=v["guidance"], sampler=v["sampler"], seed=v["seed"])
+        frames = (video[0].permute(1, 2, 3, 0) * 255).round().clamp(0, 255).byte().numpy()
+        path = Path(cfg["train"]["output_dir"]) / "validation" / f"step-{step:08d}-{k}.mp4"
+        written.append(write_video(path, frames, fps=8))
+    model.train(was_training)
+    return written
+
+
+def main(command: str, argv) -> int:
+    cfg, resume = parse_args(command, argv, command_defaults(command), __doc__.split("\n\n")[0])
+    if command == "dit-motion" and not cfg["model"]["motion_config"] and cfg["model"]["pretrained"]:
+        raise InputError("dit-motion inserts motion modules into an image DiT: set model.motion_config "
+                         "(e.g. basic_block_type and motion_module_kwargs).")
+    return run(command, cfg, resume)
