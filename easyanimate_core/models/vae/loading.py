@@ -11,7 +11,7 @@ import torch
 
 from ...errors import CheckpointError
 from .blocks import DOWN_BLOCKS, UP_BLOCKS, parse_block_types
-from .video_vae import CONFIG_DEFAULTS, VideoVAE
+from .video_vae import CONFIG_DEFAULTS, VideoVAE, normalize_config
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def load_vae(path, dtype: Optional[torch.dtype] = None, device=None, config: Opt
     state_dict, dropped = drop_training_keys(state_dict)
     for note in describe_dropped(dropped):
         log.info("%s: %s", path.name, note)
-    resolved = resolve_vae_config(state_dict, config, preset, source=str(path))
+    resolved = normalize_config(resolve_vae_config(state_dict, config, preset, source=str(path)), source=str(path))
 
     with torch.device("meta"):
         model = VideoVAE(resolved)

@@ -205,7 +205,7 @@ class VideoVAE(nn.Module):
     # ------------------------------------------------------------------ decode
 
     def decode(self, latents: torch.Tensor, progress=None, seam: str = "none", seed: int = 0,
-               output_device=None) -> torch.Tensor:
+               output_device=None, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Video (B, 3, F, H*8, W*8) from unscaled latents (B, 4, L, H, W).
 
         ``seam``: "none" - the published decode, unclamped; "blend" - extra decode windows shifted
@@ -214,7 +214,8 @@ class VideoVAE(nn.Module):
         the clip, decode again, average, clamp to [-1, 1]); its posterior sample is drawn from a
         CPU generator seeded with ``seed``, so it is reproducible on every device.
         The output is allocated once on ``output_device`` (default: the latents' device) in the
-        latents' dtype, and filled window by window.
+        latents' dtype, and filled window by window; or pass ``out``, a (B, 3, F, H*8, W*8) tensor of
+        any strides (e.g. a channels-last view of an IMAGE buffer) to fill instead.
         """
         self._check_latents(latents, seam)
         plan = self._decode_plan(latents.shape[2])
@@ -227,11 +228,15 @@ class VideoVAE(nn.Module):
             units += len(self._encode_plan(frames)) + len(self._decode_plan(self.latent_frames(frames)))
         report = _Counter(progress, units)
 
-        out = None
+        f = self.spatial_factor
+        shape = (latents.shape[0], self.config["out_channels"], total_out(plan), latents.shape[3] * f,
+                 latents.shape[4] * f)
+        if out is None:
+            out = torch.empty(shape, dtype=latents.dtype, device=output_device or latents.device)
+        elif tuple(out.shape) != shape:
+            raise InputError(f"VAE decode was given an output tensor of shape {tuple(out.shape)} for latents that "
+                             f"decode to {shape}; allocate it with that shape.")
         for window, y in self._decode_windows(latents, plan):
-            if out is None:
-                out = torch.empty(y.shape[:2] + (total_out(plan),) + y.shape[3:], dtype=latents.dtype,
-                                  device=output_device or latents.device)
             out[:, :, window.out_start:window.out_stop] = y
             report()
         for window, y in self._decode_windows(latents, extra):
