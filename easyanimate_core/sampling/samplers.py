@@ -31,11 +31,14 @@ from .schedule import NoiseSchedule, SamplingPlan, alpha_sigma, make_plan
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def log_snr(sigma: torch.Tensor) -> torch.Tensor:
-    """lambda_t = log(alpha_t) - log(sigma_t) in the paper's variance-preserving notation
-    (= -log sigma; +inf at the clean end)."""
-    alpha_t, sigma_t = alpha_sigma(sigma)
-    return torch.log(alpha_t) - torch.log(sigma_t)
+def vp_levels(sigmas: torch.Tensor) -> tuple[list, list, list]:
+    """Per-level (alpha_t, sigma_t, lambda_t) as 0-dim float32 tensors, computed once per run with
+    scalar ops (vectorised log/exp kernels may round differently from diffusers' scalar ones)."""
+    levels = [alpha_sigma(sigma) for sigma in sigmas]
+    alphas = [a for a, _ in levels]
+    sigmas_vp = [s for _, s in levels]
+    lambdas = [torch.log(a) - torch.log(s) for a, s in levels]
+    return alphas, sigmas_vp, lambdas
 
 
 def draw_noise(like: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
@@ -49,12 +52,11 @@ def sample_ddim(model, x, sigmas, step_done, generator=None):
     """DDIM, eta = 0: ``x_next = alpha_next x0 + sigma_next eps``. x0 is clipped to [-1, 1] first
     because diffusers' DDIMScheduler does so by default (``clip_sample=True``) and the reference
     builds it with default arguments; eps is not recomputed from the clipped x0."""
+    alpha, sigma, _ = vp_levels(sigmas)
     for i in range(len(sigmas) - 1):
         eps = model(x, i)
-        alpha_t, sigma_t = alpha_sigma(sigmas[i])
-        alpha_next, sigma_next = alpha_sigma(sigmas[i + 1])
-        denoised = ((x - sigma_t * eps) / alpha_t).clamp(-1.0, 1.0)
-        x = alpha_next * denoised + sigma_next * eps
+        denoised = ((x - sigma[i] * eps) / alpha[i]).clamp(-1.0, 1.0)
+        x = alpha[i + 1] * denoised + sigma[i + 1] * eps
         x = step_done(i, x, denoised)
     return x
 
@@ -95,79 +97,72 @@ def sample_euler_a(model, x, sigmas, step_done, generator=None):
 def sample_dpmpp_2m(model, x, sigmas, step_done, generator=None):
     """DPM-Solver++(2M), midpoint variant: second order from the previous x0 estimate, first
     order on the first step and on the final step to sigma = 0 (``final_sigmas_type='zero'``)."""
-    old_denoised, lambda_prev = None, None
+    alpha, sigma, lam = vp_levels(sigmas)
+    old_denoised = None
     for i in range(len(sigmas) - 1):
         eps = model(x, i)
-        alpha_s, sigma_s = alpha_sigma(sigmas[i])
-        alpha_t, sigma_t = alpha_sigma(sigmas[i + 1])
-        denoised = (x - sigma_s * eps) / alpha_s
-        lambda_s, lambda_t = log_snr(sigmas[i]), log_snr(sigmas[i + 1])
-        h = lambda_t - lambda_s
-        phi = alpha_t * (torch.exp(-h) - 1.0)
+        denoised = (x - sigma[i] * eps) / alpha[i]
+        h = lam[i + 1] - lam[i]
+        phi = alpha[i + 1] * (torch.exp(-h) - 1.0)
         if old_denoised is None or sigmas[i + 1] == 0:
-            x = (sigma_t / sigma_s) * x - phi * denoised
+            x = (sigma[i + 1] / sigma[i]) * x - phi * denoised
         else:
-            r = (lambda_s - lambda_prev) / h
+            r = (lam[i] - lam[i - 1]) / h
             D1 = (1.0 / r) * (denoised - old_denoised)
-            x = (sigma_t / sigma_s) * x - phi * denoised - 0.5 * phi * D1
-        old_denoised, lambda_prev = denoised, lambda_s
+            x = (sigma[i + 1] / sigma[i]) * x - phi * denoised - 0.5 * phi * D1
+        old_denoised = denoised
         x = step_done(i, x, denoised)
     return x
 
 
-def unipc_update(x, sigma_s0, sigma_t, m0, m1=None, sigma_s1=None, m_t=None):
-    """One UniPC update of ``x`` (at sigma_s0, with x0 estimate ``m0``) to sigma_t.
+def unipc_update(x, levels, s0, t, m0, m1=None, m_t=None):
+    """One UniPC update of ``x`` from level index ``s0`` (x0 estimate ``m0``) to level ``t``.
 
     Predictor (UniP) when ``m_t`` is None, corrector (UniC) when ``m_t`` is the x0 estimate taken
-    at sigma_t. ``m1`` (x0 estimate at sigma_s1, one step further back) makes it second order.
-    Notation of the paper; data prediction with B(h) = expm1(-h) ("bh2")."""
-    alpha_t, sig_t = alpha_sigma(sigma_t)
-    _, sig_s0 = alpha_sigma(sigma_s0)
-    lambda_s0 = log_snr(sigma_s0)
-    h = log_snr(sigma_t) - lambda_s0
+    at level t. ``m1``, the x0 estimate one level before s0, makes it second order. Notation of
+    the paper; data prediction with B(h) = expm1(-h) ("bh2")."""
+    alpha, sigma, lam = levels
+    h = lam[t] - lam[s0]
     hh = -h
     h_phi_1 = torch.expm1(hh)
     B_h = torch.expm1(hh)
-    x_t = sig_t / sig_s0 * x - alpha_t * h_phi_1 * m0
+    x_t = sigma[t] / sigma[s0] * x - alpha[t] * h_phi_1 * m0
     if m1 is not None:
-        r = (log_snr(sigma_s1) - lambda_s0) / h
+        r = (lam[s0 - 1] - lam[s0]) / h
         D1 = (m1 - m0) / r
     if m_t is None:
-        return x_t if m1 is None else x_t - alpha_t * B_h * (0.5 * D1)
+        return x_t if m1 is None else x_t - alpha[t] * B_h * (0.5 * D1)
     D1_t = m_t - m0
     if m1 is None:
-        return x_t - alpha_t * B_h * (0.5 * D1_t)
+        return x_t - alpha[t] * B_h * (0.5 * D1_t)
     # rho solves R rho = b with R = [[1, 1], [r, 1]] and b_k = k! h phi_{k+1}(h) / B(h)
     h_phi_2 = h_phi_1 / hh - 1
     h_phi_3 = h_phi_2 / hh - 0.5
     R = torch.tensor([[1.0, 1.0], [r.item(), 1.0]])  # CPU scalars: .item() does not synchronise
     b = torch.stack([h_phi_2 / B_h, h_phi_3 * 2 / B_h])
     rho = torch.linalg.solve(R, b)
-    return x_t - alpha_t * B_h * (rho[0] * D1 + rho[1] * D1_t)
+    return x_t - alpha[t] * B_h * (rho[0] * D1 + rho[1] * D1_t)
 
 
 def sample_unipc(model, x, sigmas, step_done, generator=None):
     """UniPC-2: each step first corrects the current state with the model output just taken
     there (UniC, at the order of the previous step), then predicts the next one (UniP). The order
     warms up from 1 and drops to 1 on the final step (diffusers' ``lower_order_final``)."""
+    levels = vp_levels(sigmas)
+    alpha, sigma, _ = levels
     n = len(sigmas) - 1
     history = []                    # x0 estimates of the previous steps, newest last
     x_last, order_last = None, 0    # state before the previous prediction, and that order
     for i in range(n):
         eps = model(x, i)
-        alpha_s, sigma_s = alpha_sigma(sigmas[i])
-        denoised = (x - sigma_s * eps) / alpha_s
+        denoised = (x - sigma[i] * eps) / alpha[i]
         if x_last is not None:
-            second = order_last == 2
-            x = unipc_update(x_last, sigmas[i - 1], sigmas[i], history[-1],
-                             m1=history[-2] if second else None,
-                             sigma_s1=sigmas[i - 2] if second else None, m_t=denoised)
+            x = unipc_update(x_last, levels, i - 1, i, history[-1],
+                             m1=history[-2] if order_last == 2 else None, m_t=denoised)
         history = (history + [denoised])[-2:]
         order = min(2, n - i, i + 1)
         x_last, order_last = x, order
-        x = unipc_update(x, sigmas[i], sigmas[i + 1], denoised,
-                         m1=history[-2] if order == 2 else None,
-                         sigma_s1=sigmas[i - 1] if order == 2 else None)
+        x = unipc_update(x, levels, i, i + 1, denoised, m1=history[-2] if order == 2 else None)
         x = step_done(i, x, denoised)
     return x
 
