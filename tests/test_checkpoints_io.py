@@ -3,6 +3,7 @@
 import json
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -197,6 +198,19 @@ def test_inspect_command(tmp_path, capsys):
     assert "family:  lora_kohya" in out and "rank: 2" in out
     assert main("inspect", [str(tmp_path / "lora.safetensors"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["family"] == "lora_kohya"
+    model = tmp_path / "model"
+    for part in ("transformer", "vae"):
+        (model / part).mkdir(parents=True)
+        save_state_dict(
+            model / part / "diffusion_pytorch_model.safetensors",
+            {
+                f"lora_unet__{part}.lora_down.weight": torch.zeros(3, 4),
+                f"lora_unet__{part}.lora_up.weight": torch.zeros(4, 3),
+            },
+        )
+    assert main("inspect", [str(model), "--json"]) == 0
+    sources = [part["source"] for part in json.loads(capsys.readouterr().out)]
+    assert [Path(s).parent.name for s in sources] == ["transformer", "vae"]
     from training.run import main as run
 
     assert run(["inspect", str(tmp_path / "garbage.safetensors")]) == 1
