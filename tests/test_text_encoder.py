@@ -149,3 +149,24 @@ def test_errors(tiny, tmp_path):
 def test_empty_prompt_list_is_rejected(encoder):
     with pytest.raises(InputError, match="non-empty list of strings"):
         encoder.encode([])
+
+
+def test_folder_with_pickled_weights_loads_safely(tiny, encoder, tmp_path):
+    import shutil
+
+    folder = tmp_path / "text_encoder"
+    folder.mkdir()
+    shutil.copy(tiny / "text_encoder" / "config.json", folder / "config.json")
+    torch.save(load_file(str(tiny / "text_encoder" / "model.safetensors")), folder / "pytorch_model.bin")
+    loaded = TextEncoder.load(folder, tokenizer_path=tiny / "tokenizer")
+    assert torch.equal(loaded.encode([PROMPT])[0], encoder.encode([PROMPT])[0])
+
+
+def test_unreadable_file_is_reported(tiny, tmp_path):
+    (tmp_path / "t5.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="could not be read as a weights file"):
+        TextEncoder.load(tmp_path / "t5.safetensors", tokenizer_path=tiny / "tokenizer")
+    empty = tmp_path / "empty_folder"
+    empty.mkdir()
+    with pytest.raises(CheckpointError, match="holds no"):
+        TextEncoder.load(empty)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -50,45 +51,50 @@ def t5_config_from_state_dict(state: dict):
                     use_cache=False, tie_word_embeddings=False)
 
 
-def _read_tensors(files: Sequence[Path]) -> dict:
-    from safetensors.torch import load_file
+def _open_weights(files: Sequence[Path]) -> dict:
+    """key -> zero-argument loader for every tensor in ``files``; nothing is read until a loader is
+    called, so converting T5-XXL tensor by tensor never holds two full copies in memory."""
+    from safetensors import safe_open
 
-    state = {}
+    loaders = {}
     for file in files:
         try:
             if file.suffix == ".safetensors":
-                state.update(load_file(str(file)))
-            else:  # never unpickle arbitrary objects
-                state.update(torch.load(str(file), map_location="cpu", weights_only=True))
+                handle = safe_open(str(file), framework="pt")
+                loaders.update({key: partial(handle.get_tensor, key) for key in handle.keys()})
+            else:  # memory-mapped, and never unpickling arbitrary objects
+                state = torch.load(str(file), map_location="cpu", weights_only=True, mmap=True)
+                loaders.update({key: partial(lambda v: v, value) for key, value in state.items()})
         except Exception as error:
             raise CheckpointError(f"{file} could not be read as a weights file ({error}); re-download it") from error
-    return state
+    return loaders
 
 
-def _encoder_tensors(state: dict, source: Path, dtype: Optional[torch.dtype]) -> dict:
-    """Keep the encoder's tensors under HF names, dequantise scaled-fp8 weights, cast to dtype."""
-    prefixes = [k[: -len(_ANCHOR)] for k in state if k.endswith(_ANCHOR)]
+def _encoder_tensors(loaders: dict, source: Path, dtype: Optional[torch.dtype]) -> dict:
+    """The encoder's tensors under HF names, scaled-fp8 weights dequantised, cast to ``dtype``."""
+    prefixes = [k[: -len(_ANCHOR)] for k in loaders if k.endswith(_ANCHOR)]
     if len(prefixes) != 1:
-        sample = ", ".join(sorted(state)[:3])
+        sample = ", ".join(sorted(loaders)[:3])
         raise CheckpointError(f"{source} is not a T5 encoder: expected keys such as 'shared.weight' and "
                               f"'{_ANCHOR}', found {sample or 'no tensors'}; pick a T5 (v1.1 XXL) text encoder file")
     prefix = prefixes[0]
-    state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    if "shared.weight" not in state and "encoder.embed_tokens.weight" in state:
-        state["shared.weight"] = state["encoder.embed_tokens.weight"]
-    stored = state[_ANCHOR].dtype
+    loaders = {k[len(prefix):]: v for k, v in loaders.items() if k.startswith(prefix)}
+    if "shared.weight" not in loaders and "encoder.embed_tokens.weight" in loaders:
+        loaders["shared.weight"] = loaders["encoder.embed_tokens.weight"]
+    stored = loaders[_ANCHOR]().dtype
     if dtype is None:
         dtype = torch.bfloat16 if stored.itemsize == 1 else stored
     tensors = {}
-    for key, value in state.items():
+    for key, load in loaders.items():
         if not (key.startswith("encoder.") or key == "shared.weight") or key.endswith((".scale_weight", ".scale_input")):
             continue  # decoder / lm_head of a full T5, fp8 scale factors (applied below)
-        scale = state.get(key[: -len("weight")] + "scale_weight") if key.endswith(".weight") else None
+        if key == "encoder.embed_tokens.weight":
+            continue  # tied to shared.weight
+        scale = loaders.get(key[: -len("weight")] + "scale_weight") if key.endswith(".weight") else None
         # T5 v1.1 overflows fp16 in the feed-forward output; transformers keeps `wo` in fp32 too
         target = torch.float32 if dtype == torch.float16 and key.endswith("DenseReluDense.wo.weight") else dtype
-        value = value.to(target) if scale is None else (value.to(torch.float32) * scale.float()).to(target)
-        tensors[key] = value
-    tensors.pop("encoder.embed_tokens.weight", None)  # tied to shared.weight
+        value = load()
+        tensors[key] = value.to(target) if scale is None else (value.to(torch.float32) * scale().float()).to(target)
     return tensors
 
 
@@ -148,12 +154,12 @@ class TextEncoder:
             if not files:
                 raise CheckpointError(f"{weights_dir} holds no *.safetensors or pytorch_model*.bin weights; "
                                       "point to the T5 text_encoder folder or a t5xxl .safetensors file")
-            state = _encoder_tensors(_read_tensors(files), weights_dir, dtype)
+            state = _encoder_tensors(_open_weights(files), weights_dir, dtype)
             config_file = weights_dir / "config.json"
             config = (T5Config.from_dict(json.loads(config_file.read_text())) if config_file.exists()
                       else t5_config_from_state_dict(state))
         else:
-            state = _encoder_tensors(_read_tensors([path]), path, dtype)
+            state = _encoder_tensors(_open_weights([path]), path, dtype)
             config = t5_config_from_state_dict(state)
         model = _build_t5(config, state, path)
         tokenizer = T5TokenizerFast.from_pretrained(str(_find_tokenizer(path, tokenizer_path)))
