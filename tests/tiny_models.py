@@ -13,6 +13,7 @@ Folder layout (as the EasyAnimate v3 releases)::
     root/transformer/{config.json, diffusion_pytorch_model.safetensors}
     root/vae/{config.json, diffusion_pytorch_model.safetensors}
     root/image_encoder/{config.json, model.safetensors, preprocessor_config.json}
+    root/text_encoder/, root/tokenizer/   (tests/tiny_text.py)
 """
 
 from __future__ import annotations
@@ -34,14 +35,15 @@ def _motion_kwargs(attention_types):
 
 
 def tiny_dit_config(in_channels: int = 12, caption_channels: int = CAPTION_CHANNELS) -> dict:
-    """A v3-shaped config (hybrid motion modules, U-ViT) at toy size; ``in_channels`` 4 or 12."""
+    """A v3-shaped config (hybrid motion modules) at toy size; ``in_channels`` 4 or 12. U-ViT is
+    off: with 2 layers it has no skips, and the loaders read it off the weights."""
     return {
         "activation_fn": "gelu-approximate", "attention_bias": True, "attention_head_dim": 16,
         "caption_channels": caption_channels, "cross_attention_dim": 32, "in_channels": in_channels,
         "norm_elementwise_affine": False, "norm_eps": 1e-6, "norm_type": "ada_norm_single",
         "num_attention_heads": 2, "num_embeds_ada_norm": 1000, "num_layers": 2, "out_channels": 8,
         "patch_size": 2, "sample_size": LATENT_SIZE,
-        "basic_block_type": "global_motionmodule", "motion_module_type": "Vanilla", "enable_uvit": True,
+        "basic_block_type": "global_motionmodule", "motion_module_type": "Vanilla", "enable_uvit": False,
         "motion_module_kwargs_even": _motion_kwargs(["Temporal_Self", "Temporal_Self"]),
         "motion_module_kwargs_odd": _motion_kwargs(["Temporal_Self", "Global_Self"]),
     }
@@ -51,7 +53,7 @@ def tiny_vae_config() -> dict:
     """A v3 slice VAE (8-frame slices, 2-latent decode slices) with 8-16 channels."""
     return {
         "in_channels": 3, "out_channels": 3, "ch": 8, "ch_mult": [1, 2, 2, 2],
-        "layers_per_block": 1, "latent_channels": 4, "norm_num_groups": 4,
+        "layers_per_block": 2, "latent_channels": 4, "norm_num_groups": 4,
         "mid_block_num_attention_heads": 1, "scaling_factor": 0.1825,
         "slice_compression_vae": True, "mini_batch_encoder": 8, "mini_batch_decoder": 2,
     }
@@ -115,11 +117,29 @@ def save_clip(folder, seed: int = 0) -> Path:
     return folder
 
 
-def save_model_folder(root, in_channels: int = 12, seed: int = 0) -> Path:
-    """A release-shaped model folder: transformer/, vae/ and (InP) image_encoder/."""
+def save_model_folder(root, in_channels: int = 12, seed: int = 0, text: bool = True) -> Path:
+    """A release-shaped model folder: transformer/, vae/, (InP) image_encoder/ and, with
+    ``text``, the tiny T5's text_encoder/ and tokenizer/."""
+    from tiny_text import write_tiny_text_encoder
+
     root = Path(root)
     save_dit(root / "transformer", in_channels, seed)
     save_vae(root / "vae", seed)
     if in_channels == 12:
         save_clip(root / "image_encoder", seed)
+    if text:
+        write_tiny_text_encoder(root, seed)
     return root
+
+
+def load_components(root, **options):
+    """Every model of a :func:`save_model_folder` folder through the real loaders."""
+    from easyanimate_core.models.clip_vision import ClipImageEncoder
+    from easyanimate_core.models.text_encoder import TextEncoder
+    from easyanimate_core.models.transformer import load_transformer
+    from easyanimate_core.models.vae import load_vae
+    from easyanimate_core.sampling.pipeline import Components
+
+    root = Path(root)
+    clip = ClipImageEncoder.load(str(root / "image_encoder")) if (root / "image_encoder").is_dir() else None
+    return Components(load_transformer(root), load_vae(root), TextEncoder.load(root), clip, **options)
