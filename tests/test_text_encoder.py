@@ -55,14 +55,23 @@ def test_single_file_without_config_builds_the_config_from_shapes(tiny, encoder,
 
 
 def test_xxl_layout_config_from_shapes():
-    d = {"shared.weight": torch.empty(32128, 4096, device="meta"),
-         "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight": torch.empty(32, 64, device="meta"),
-         "encoder.block.0.layer.0.SelfAttention.q.weight": torch.empty(4096, 4096, device="meta"),
-         "encoder.block.0.layer.1.DenseReluDense.wi_0.weight": torch.empty(10240, 4096, device="meta")}
-    d.update({f"encoder.block.{i}.layer.0.layer_norm.weight": torch.empty(4096, device="meta") for i in range(24)})
-    c = t5_config_from_state_dict(d)
-    assert (c.d_model, c.num_layers, c.num_heads, c.d_kv, c.d_ff, c.vocab_size) == (4096, 24, 64, 64, 10240, 32128)
-    assert c.is_gated_act and c.dense_act_fn == "gelu_new"
+    """The T5-XXL key set of ComfyUI's t5xxl files (built on meta from the published config) gives
+    back the published config and the same keys and shapes."""
+    from transformers import T5Config, T5EncoderModel
+
+    published = T5Config(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64, vocab_size=32128,
+                         feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False)
+    with torch.device("meta"):
+        state = {k: v for k, v in T5EncoderModel(published).state_dict().items()
+                 if k != "encoder.embed_tokens.weight"}
+    config = t5_config_from_state_dict(state)
+    assert (config.d_model, config.num_layers, config.num_heads, config.d_kv, config.d_ff, config.vocab_size) == \
+        (4096, 24, 64, 64, 10240, 32128)
+    assert config.is_gated_act and config.dense_act_fn == "gelu_new"
+    with torch.device("meta"):
+        rebuilt = T5EncoderModel(config).state_dict()
+    rebuilt.pop("encoder.embed_tokens.weight", None)
+    assert {k: v.shape for k, v in rebuilt.items()} == {k: v.shape for k, v in state.items()}
 
 
 def test_prefixed_scaled_fp8_file_is_dequantised(tiny, tmp_path):
