@@ -7,7 +7,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from easyanimate_core.errors import CheckpointError, InputError
-from easyanimate_core.models.text_encoder import TextEncoder, normalize_text_embeddings, t5_config_from_state_dict
+from easyanimate_core.models.text_encoder import (
+    TextEncoder,
+    normalize_text_embeddings,
+    t5_config_from_state_dict,
+)
 from tests.tiny_text import write_tiny_text_encoder
 
 PROMPT = "A dog runs through the park at sunset"

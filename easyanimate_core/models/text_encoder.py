@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 
@@ -70,7 +70,7 @@ def _open_weights(files: Sequence[Path]) -> dict:
     return loaders
 
 
-def _encoder_tensors(loaders: dict, source: Path, dtype: Optional[torch.dtype]) -> dict:
+def _encoder_tensors(loaders: dict, source: Path, dtype: torch.dtype | None) -> dict:
     """The encoder's tensors under HF names, scaled-fp8 weights dequantised, cast to ``dtype``."""
     prefixes = [k[: -len(_ANCHOR)] for k in loaders if k.endswith(_ANCHOR)]
     if len(prefixes) != 1:
@@ -139,8 +139,8 @@ class TextEncoder:
         self.tokenizer = tokenizer
 
     @classmethod
-    def load(cls, path, tokenizer_path=None, dtype: Optional[torch.dtype] = None,
-             device=None) -> "TextEncoder":
+    def load(cls, path, tokenizer_path=None, dtype: torch.dtype | None = None,
+             device=None) -> TextEncoder:
         """Load from a model folder or a single safetensors file (see the module docstring).
         ``dtype`` None keeps the stored precision (fp8 files become bf16)."""
         from transformers import T5Config, T5TokenizerFast
@@ -166,7 +166,7 @@ class TextEncoder:
         encoder = cls(model, tokenizer)
         return encoder.to(device) if device is not None else encoder
 
-    def to(self, device) -> "TextEncoder":
+    def to(self, device) -> TextEncoder:
         self.model.to(device)
         return self
 
@@ -206,7 +206,7 @@ class TextEncoder:
         return embeds, mask
 
 
-def normalize_text_embeddings(embeds: torch.Tensor, mask: Optional[torch.Tensor] = None,
+def normalize_text_embeddings(embeds: torch.Tensor, mask: torch.Tensor | None = None,
                               max_length: int = MAX_LENGTH) -> tuple[torch.Tensor, torch.Tensor]:
     """Bring text embeddings to the reference's ``(B, max_length, C)`` + int64 mask form.
 

@@ -12,7 +12,7 @@ samplers only use eps, so the variance half is dropped before guidance.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -21,7 +21,7 @@ a step costs only its few elementwise tensor ops.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 
@@ -41,7 +41,7 @@ def vp_levels(sigmas: torch.Tensor) -> tuple[list, list, list]:
     return alphas, sigmas_vp, lambdas
 
 
-def draw_noise(like: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+def draw_noise(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Unit Gaussian noise shaped like ``like``, drawn on the generator's device as diffusers'
     ``randn_tensor`` does (a CPU generator gives the same numbers whatever device samples)."""
     device = generator.device if generator is not None else like.device
@@ -177,12 +177,16 @@ SAMPLER_FUNCTIONS = {
 
 
 def run_plan(model_fn: ModelFn, x: torch.Tensor, plan: SamplingPlan,
-             generator: Optional[torch.Generator] = None, progress=None, callback=None) -> torch.Tensor:
-    """Run ``plan`` from state ``x`` (already at ``plan.initial_sigma``); returns the clean latents.
+             generator: torch.Generator | None = None, progress=None, callback=None) -> torch.Tensor:
+    """Run ``plan`` from state ``x`` (at level ``plan.sigmas[plan.start]``, in the sampler's scale);
+    returns the clean latents.
 
-    ``model_fn(x_in, t)`` gets the model-scale input and the (B,) timesteps and returns eps. It is
-    called exactly once per step, in order, so a wrapper may count steps.
-    ``callback(i, x, denoised)`` may return a tensor to replace the state (latent blending)."""
+    ``model_fn(x_in, t)`` gets the model's (variance-preserving) input and the (B,) timesteps and
+    returns eps; it is called exactly once per step, in order, so a wrapper may count steps.
+    ``callback(i, x, denoised)`` runs after step ``i`` (0-based, of the steps run): ``x`` is the new
+    state at level ``plan.start + i + 1`` and ``denoised`` the x0 estimate of the step; returning a
+    tensor replaces the state (latent blending, e.g. with ``plan.noised(x0, noise, plan.start + i + 1)``).
+    ``progress(i + 1, steps, preview=denoised)`` follows and may raise to cancel."""
     sigmas = plan.sigmas[plan.start:]
     timesteps = plan.timesteps[plan.start:].to(x.device)
     batch, total = x.shape[0], plan.steps
@@ -205,14 +209,15 @@ def run_plan(model_fn: ModelFn, x: torch.Tensor, plan: SamplingPlan,
 
 
 def sample(model_fn: ModelFn, noise: torch.Tensor, sampler: str = "dpmpp_2m", steps: int = 25,
-           generator: Optional[torch.Generator] = None, karras: bool = False, denoise: float = 1.0,
-           init_latents: Optional[torch.Tensor] = None, schedule: Optional[NoiseSchedule] = None,
+           generator: torch.Generator | None = None, karras: bool = False, denoise: float = 1.0,
+           init_latents: torch.Tensor | None = None, schedule: NoiseSchedule | None = None,
            progress=None, callback=None) -> torch.Tensor:
     """Sample latents from unit Gaussian ``noise`` with the model ``model_fn(x, t) -> eps``.
 
     ``denoise`` < 1 (video-to-video) starts from ``init_latents`` noised with ``noise`` to the first
     retained step, as the reference's img2img path does. ``generator`` feeds the per-step noise of
-    ``euler_a`` (the other samplers are deterministic given ``noise``). The state is kept in
+    ``euler_a`` (the other samplers are deterministic given ``noise``); without one the global
+    torch RNG is used. ``progress`` / ``callback``: see :func:`run_plan`. The state is kept in
     float32 whatever the model's dtype. Returns float32 latents shaped like ``noise``."""
     plan = make_plan(sampler, steps, karras=karras, denoise=denoise, schedule=schedule)
     noise = noise.float()

@@ -45,7 +45,7 @@ class NoiseSchedule:
     steps_offset: int = 1
 
     @classmethod
-    def from_config(cls, config: dict | None) -> "NoiseSchedule":
+    def from_config(cls, config: dict | None) -> NoiseSchedule:
         """Build from a diffusers ``scheduler_config.json`` / yaml ``noise_scheduler_kwargs`` dict;
         keys that do not change the noise levels (prediction type, spacing, ...) are ignored."""
         config = dict(config or {})
