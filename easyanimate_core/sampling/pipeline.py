@@ -252,7 +252,8 @@ def denoise(transformer, latents: torch.Tensor, cond, uncond=None, *, steps: int
             reps = x.shape[0] // batch  # 2 under guidance: the batch is [uncond, cond]
             states, clip_mask = _clip_inputs(clip_embeds, batch, reps == 2, clip_active, device, dtype)
             return transformer(
-                x, t, text_embeds if reps == 2 else text_embeds[-batch:],
+                hidden_states=x, timestep=t,
+                encoder_hidden_states=text_embeds if reps == 2 else text_embeds[-batch:],
                 encoder_attention_mask=text_mask if reps == 2 else text_mask[-batch:],
                 inpaint_latents=None if extra is None else torch.cat([extra[:, :, idx]] * reps),
                 clip_encoder_hidden_states=states if is_inp else None,
