@@ -65,3 +65,84 @@ def losses(output_dir, name: str) -> list[float]:
 
     with open(Path(output_dir) / "losses.csv") as f:
         return [float(r["value"]) for r in csv.DictReader(f) if r["name"] == name]
+
+
+def image_dit_config(in_channels: int = 4) -> dict:
+    """The tiny DiT without motion modules (the stage-1 image model)."""
+    from tiny_models import tiny_dit_config
+
+    config = {**tiny_dit_config(in_channels), "basic_block_type": "basic"}
+    for key in ("motion_module_kwargs_even", "motion_module_kwargs_odd", "motion_module_type"):
+        config.pop(key)
+    return config
+
+
+def motion_config() -> dict:
+    """The keys that turn the image DiT into the tiny v3-style video DiT."""
+    from tiny_models import tiny_dit_config
+
+    return {k: v for k, v in tiny_dit_config(4).items() if k.startswith("motion") or k == "basic_block_type"}
+
+
+def write_models(root: Path) -> Path:
+    """root/vae (tiny slice VAE) + root/text_encoder, root/tokenizer (tiny T5)."""
+    import torch
+    from tiny_models import _save_diffusers
+    from tiny_text import write_tiny_text_encoder
+
+    from easyanimate_core.models.vae import VideoVAE
+
+    root = Path(root)
+    torch.manual_seed(0)
+    _save_diffusers(root / "vae", VideoVAE.from_config(vae_config()))
+    write_tiny_text_encoder(root)
+    return root
+
+
+def dit_yaml(path: Path, models: Path, metadata: Path, output_dir: Path, **sections) -> str:
+    """A DiT/LoRA trainer config for the tiny models; ``sections`` are merged per group."""
+    import yaml
+
+    cfg = {"vae": {"pretrained": str(models / "vae")}, "text": {"encoder": str(models)},
+           "data": {"metadata": str(metadata), "batch_size": 2, "sample_size": 32, "frames": 8,
+                    "buckets": False},
+           "train": {"output_dir": str(output_dir), "steps": 4, "checkpoint_every": 0, "lr": 1e-3,
+                     "warmup_steps": 0}}
+    for group, values in sections.items():
+        cfg.setdefault(group, {}).update(values)
+    Path(path).write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def fixed_eval_loss(transformer, models: Path, metadata: Path, frames: int = 1, seed: int = 0) -> float:
+    """The diffusion loss of ``transformer`` on the first sample of ``metadata`` at fixed timesteps
+    and noise: a deterministic yardstick to compare weights before and after training."""
+    import torch
+
+    from easyanimate_core.models.text_encoder import TextEncoder
+    from easyanimate_core.models.vae import load_vae
+    from easyanimate_core.sampling.schedule import NoiseSchedule
+    from training.data import BatchPlan, MediaDataset, load_entries
+    from training.losses import DiffusionTerms, diffusion_loss
+
+    entries = load_entries(str(metadata), None)
+    cfg = {"types": "both", "batch_size": 1, "sample_size": 32, "frames": frames, "stride": 1,
+           "buckets": False, "random_frame_crop": False}
+    plan = BatchPlan(entries, cfg, 0, interval=8)
+    item = plan.epoch_batches(0)[0][0]
+    pixels = MediaDataset(entries, cfg)[item]["pixels"][None]
+    vae = load_vae(str(models / "vae"))
+    text = TextEncoder.load(str(models))
+    with torch.no_grad():
+        x0 = vae.encode(pixels).mode() * vae.scaling_factor
+        embeds, mask = text.encode([entries[item.index]["text"]], clean=False)
+        terms = DiffusionTerms.from_alphas_cumprod(NoiseSchedule().alphas_cumprod)
+        g = torch.Generator().manual_seed(seed)
+        total = 0.0
+        for t in (50, 300, 600, 900):
+            noise = torch.randn(x0.shape, generator=g)
+            tt = torch.tensor([t])
+            x_t = terms.add_noise(x0, noise, tt)
+            out = transformer(x_t, tt, embeds, mask)
+            total += float(diffusion_loss(terms, out, x0, x_t, noise, tt)[0].mean())
+    return total / 4

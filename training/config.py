@@ -22,16 +22,27 @@ import yaml
 from easyanimate_core.errors import InputError
 
 
-def _merge(base: dict, extra: dict, where: str, prefix: str = "") -> dict:
+def free_form_groups(defaults: dict, prefix: str = "") -> set:
+    """Dotted names of the groups whose default is an empty mapping."""
+    found = set()
+    for key, value in defaults.items():
+        if isinstance(value, dict):
+            found |= {prefix + key} if not value else free_form_groups(value, prefix + key + ".")
+    return found
+
+
+def _merge(base: dict, extra: dict, where: str, prefix: str = "", free=None) -> dict:
+    free = free_form_groups(base) if free is None else free
     for key, value in extra.items():
         name = prefix + str(key)
+        if prefix.rstrip(".") in free:
+            base[key] = copy.deepcopy(value)
+            continue
         if key not in base:
             raise InputError(f"{where}: unknown option {name!r}; known options at this level are "
                              f"{sorted(base)}; fix the spelling or remove it.")
-        if isinstance(base[key], dict) and not base[key] and isinstance(value, dict):
-            base[key] = {**base[key], **copy.deepcopy(value)}  # free-form group (a model config)
-        elif isinstance(base[key], dict) and isinstance(value, dict):
-            _merge(base[key], value, where, name + ".")
+        if isinstance(base[key], dict) and isinstance(value, dict):
+            _merge(base[key], value, where, name + ".", free)
         elif isinstance(base[key], dict):
             raise InputError(f"{where}: option {name!r} is a group of options, found the single value "
                              f"{value!r}; set its members as {name}.<member>=value.")
@@ -54,6 +65,7 @@ def parse_override(item: str) -> dict:
 
 def build_config(defaults: dict, yaml_path: str | None = None, overrides=()) -> dict:
     config = copy.deepcopy(defaults)
+    free = free_form_groups(defaults)
     if yaml_path:
         path = Path(yaml_path)
         if not path.is_file():
@@ -63,9 +75,9 @@ def build_config(defaults: dict, yaml_path: str | None = None, overrides=()) -> 
         if not isinstance(loaded, dict):
             raise InputError(f"config file {yaml_path} must hold a mapping of options, found "
                              f"{type(loaded).__name__}; write it as 'key: value' lines.")
-        _merge(config, loaded, str(path))
+        _merge(config, loaded, str(path), free=free)
     for item in overrides:
-        _merge(config, parse_override(item), "command line")
+        _merge(config, parse_override(item), "command line", free=free)
     return config
 
 

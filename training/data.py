@@ -284,14 +284,18 @@ class MediaDataset(torch.utils.data.Dataset):
 
 
 def collate(items: list[dict]) -> dict:
-    batch = {"pixels": torch.stack([item["pixels"] for item in items]),
-             "text": [item["text"] for item in items],
-             "type": items[0]["type"],
-             "skipped": sum(item["skipped"] for item in items),
-             "key": [item["key"] for item in items]}
-    for name in items[0]:
-        if name not in batch:
-            batch[name] = torch.stack([item[name] for item in items])
+    """Tensors stacked, strings listed, ``skipped`` summed, ``type`` shared by the batch."""
+    batch = {}
+    for name, first in items[0].items():
+        values = [item[name] for item in items]
+        if name == "skipped":
+            batch[name] = sum(values)
+        elif name == "type":
+            batch[name] = first
+        elif torch.is_tensor(first):
+            batch[name] = torch.stack(values)
+        else:
+            batch[name] = values
     return batch
 
 

@@ -46,6 +46,7 @@ DEFAULTS = {
     "model": {"pretrained": "",              # transformer folder/file (dit-motion: the image DiT)
               "config": {},                  # config (reference keys) when not pretrained / override
               "motion_config": {},           # dit-motion: keys added to the image config
+              "motion_module": "",           # optional standalone motion-module file to start from
               "trainable": ["."],            # substrings of parameter names that train
               "trainable_low_lr": []},       # substrings that train at lr x low_lr_factor
     "vae": {"pretrained": "", "config": {}},
@@ -89,32 +90,21 @@ def command_defaults(command: str, defaults=DEFAULTS, stages=STAGE_DEFAULTS) -> 
 # ---------------------------------------------------------------- models
 
 def build_transformer(mcfg: dict):
-    """The DiT to train. With ``motion_config`` the image model's weights are loaded into the
-    video model and only motion-module keys may be missing (they start as the zero-output
-    modules the architecture defines)."""
-    from easyanimate_core.checkpoints import load_state_dict
-    from easyanimate_core.checkpoints.io import load_config
-    from easyanimate_core.models.transformer import VideoTransformer
+    """The DiT to train: built from ``model.config``, or loaded from ``model.pretrained`` (any
+    published layout) with ``model.config`` / ``model.motion_config`` keys overriding its
+    config. Inserting motion modules into an image DiT is such an override: the loader creates
+    the missing motion modules as exact no-ops (zero output projection), or takes them from
+    ``model.motion_module`` (a standalone motion-module file)."""
+    from easyanimate_core.models.transformer import VideoTransformer, load_transformer
 
-    config = dict(mcfg["config"])
-    state = None
+    overrides = {**mcfg["config"], **mcfg["motion_config"]}
     if mcfg["pretrained"]:
-        config = {**(load_config(mcfg["pretrained"]) or {}), **config}
-        state = load_state_dict(mcfg["pretrained"])
-    if not config:
+        return load_transformer(mcfg["pretrained"], motion_module=mcfg["motion_module"] or None,
+                                config=overrides or None, dtype=torch.float32)
+    if not mcfg["config"]:
         raise InputError("the DiT trainer needs model.pretrained (a transformer folder or file) or "
                          "model.config (a transformer config dict); set one of them.")
-    config.update(mcfg["motion_config"])
-    model = VideoTransformer.from_config(config)
-    if state is not None:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        allowed = [k for k in missing if ".attn_temporal." in k] if mcfg["motion_config"] else []
-        missing = [k for k in missing if k not in allowed]
-        if missing or unexpected:
-            raise InputError(f"{mcfg['pretrained']} does not fit the configured transformer: "
-                             f"{len(missing)} missing keys (first {missing[:1]}), {len(unexpected)} unexpected "
-                             f"(first {unexpected[:1]}); use matching model.config / motion_config.")
-    return model
+    return VideoTransformer.from_config(overrides)
 
 
 def select_trainable(model, patterns, low_patterns, lr: float, low_factor: float) -> list[dict]:
@@ -183,7 +173,7 @@ class Conditioner:
 
     def empty_text(self):
         if self.empty is None:
-            self.empty = [t.cpu() for t in self.text_encoder.encode([""])]
+            self.empty = [t.cpu() for t in self.text_encoder.encode([""], clean=False)]
         return self.empty
 
     @torch.no_grad()
@@ -199,7 +189,7 @@ class Conditioner:
             posterior = self.vae.encode(pixels)
             eps = torch.randn(posterior.mean.shape, generator=generator)
             latents = (posterior.mean + posterior.std * eps.to(self.device, posterior.mean.dtype)).float() * s
-            embeds, mask = self.text_encoder.encode(list(batch["text"]))
+            embeds, mask = self.text_encoder.encode(list(batch["text"]), clean=False)  # raw, as trained
         embeds, mask = embeds.float().clone(), mask.clone()
         drop = torch.rand(len(embeds), generator=generator) < caption_dropout
         if drop.any():
@@ -304,7 +294,8 @@ def run(command: str, cfg: dict, resume, adapt=None, export=None) -> int:
             posterior = vae.encode(video.to(device, weight_dtype))
             return posterior.mean, posterior.std
 
-        cache.build(plan, pixels, encode_pixels, text_encoder.encode, plan.sample_sizes(),
+        cache.build(plan, pixels, encode_pixels, lambda texts: text_encoder.encode(texts, clean=False),
+                    plan.sample_sizes(),
                     accelerator.process_index, accelerator.num_processes,
                     progress=console("pre-encode") if accelerator.is_main_process else None)
         accelerator.wait_for_everyone()

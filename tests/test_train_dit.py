@@ -1,0 +1,175 @@
+"""DiT trainer: the three stages, inpaint mode, the pre-encoding cache, and their building blocks."""
+
+import pytest
+import torch
+
+from easyanimate_core.errors import InputError
+from train_helpers import (dit_yaml, fixed_eval_loss, image_dit_config, losses, make_dataset, motion_config,
+                           write_models)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dit")
+    models = write_models(root / "models")
+    data = make_dataset(root / "data", videos=2, images=2, frames=12)
+    one_image = make_dataset(root / "one", videos=0, images=1)
+    return models, data, one_image, root
+
+
+@pytest.fixture(scope="module")
+def image_dit(setup):
+    """A stage-1 run (also the base of the stage-2 tests): 30 steps on a single image."""
+    from training.train_dit import main
+
+    models, _, one_image, root = setup
+    out = root / "dit_image"
+    cfg = dit_yaml(root / "image.yaml", models, one_image, out,
+                   model={"config": image_dit_config()},
+                   data={"batch_size": 1, "frames": 1},
+                   train={"steps": 30, "ema": False, "max_grad_norm": 0.0})
+    assert main("dit-image", ["--config", cfg]) == 0
+    return out
+
+
+def test_dit_image_loss_goes_down(setup, image_dit):
+    from easyanimate_core.models.transformer import VideoTransformer, load_transformer
+
+    models, _, one_image, _ = setup
+    torch.manual_seed(42)  # the trainer's seed: the same initial weights
+    before = fixed_eval_loss(VideoTransformer.from_config(image_dit_config()), models, one_image)
+    after = fixed_eval_loss(load_transformer(str(image_dit / "transformer")), models, one_image)
+    assert after < 0.8 * before
+    assert len(losses(image_dit, "loss/vb")) == 30   # learned-variance term is trained
+
+
+def test_dit_motion_trains_only_motion_modules_and_exports_them(setup, image_dit, tmp_path):
+    from safetensors.torch import load_file
+
+    from easyanimate_core.models.transformer import load_transformer
+    from training.train_dit import main
+
+    models, data, _, root = setup
+    out = tmp_path / "motion"
+    cfg = dit_yaml(tmp_path / "motion.yaml", models, data, out,
+                   model={"pretrained": str(image_dit / "transformer"), "motion_config": motion_config()},
+                   data={"random_frame_crop": True}, train={"steps": 3})
+    assert main("dit-motion", ["--config", cfg]) == 0
+    base = load_file(image_dit / "transformer" / "diffusion_pytorch_model.safetensors")
+    video = load_file(out / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(base[k], video[k]) for k in base)          # the image DiT is frozen
+    motion = load_file(out / "motion_module.safetensors")
+    assert motion and all(".attn_temporal." in k for k in motion)
+    assert any(not torch.equal(motion[k], torch.zeros_like(motion[k])) for k in motion if "proj_out" in k)
+    # the standalone file plugs into the image base through the public loader
+    combined = load_transformer(str(image_dit / "transformer"), motion_module=str(out / "motion_module.safetensors"),
+                                config=motion_config())
+    exported = load_transformer(str(out / "transformer"))
+    x, t, text = torch.randn(1, 4, 3, 4, 4), torch.tensor([500]), torch.randn(1, 5, 32)
+    assert torch.allclose(combined(x, t, text), exported(x, t, text), atol=1e-6)
+
+
+def test_dit_full_inpaint_with_clip_and_logit_normal(setup, tmp_path):
+    from tiny_models import save_clip, tiny_dit_config
+
+    from easyanimate_core.models.transformer import load_transformer
+    from training.train_dit import main
+
+    models, data, _, _ = setup
+    clip = save_clip(tmp_path / "image_encoder")
+    out = tmp_path / "full"
+    cfg = dit_yaml(tmp_path / "full.yaml", models, data, out, model={"config": tiny_dit_config(12)},
+                   mode={"train_mode": "inpaint", "clip_encoder": str(clip)},
+                   data={"resolution_schedule": [[0, 32], [2, 48]]},
+                   train={"gradient_checkpointing": True})
+    assert main("dit-full", ["--config", cfg]) == 0
+    assert all(v == v and v < 10 for v in losses(out, "loss"))
+    model = load_transformer(str(out / "transformer"))
+    assert model.in_channels == 12
+
+
+def test_cache_is_built_once_and_reused(setup, tmp_path):
+    from training.train_dit import main
+
+    models, data, _, _ = setup
+    cache = tmp_path / "cache"
+    motion_model = {**image_dit_config(), **motion_config()}
+    cfg = dit_yaml(tmp_path / "c.yaml", models, data, tmp_path / "out", model={"config": motion_model},
+                   cache={"dir": str(cache)}, text={"caption_dropout": 0.5})
+    assert main("dit-full", ["--config", cfg]) == 0
+    files = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    assert len(files) == 4   # 2 videos + 2 images, one size
+    assert main("dit-full", ["--config", cfg, f"train.output_dir={tmp_path / 'again'}"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == files
+
+
+def test_cached_latents_are_the_vae_posterior(setup, tmp_path):
+    from easyanimate_core.checkpoints import load_state_dict
+    from easyanimate_core.models.vae import load_vae
+    from training.cache import LatentCache
+    from training.data import BatchPlan, Item, MediaDataset, load_entries
+
+    models, data, _, _ = setup
+    entries = load_entries(str(data), None)
+    cfg = {"types": "both", "batch_size": 1, "sample_size": 32, "frames": 8, "stride": 1, "buckets": False,
+           "random_frame_crop": False}
+    plan, dataset, vae = BatchPlan(entries, cfg, 0, 8), MediaDataset(entries, cfg), load_vae(str(models / "vae"))
+    cache = LatentCache(tmp_path, "id")
+
+    def encode(video):
+        posterior = vae.encode(video)
+        return posterior.mean, posterior.std
+
+    cache.build(plan, dataset, encode, lambda texts: (torch.zeros(1, 120, 32), torch.ones(1, 120)), [32])
+    index = next(i for i, e in enumerate(entries) if e["type"] == "video")
+    stored = load_state_dict(cache.path(entries[index], 32, 32, plan.max_frames(index)))
+    pixels = dataset[Item(index, 32, 32, plan.max_frames(index), ("cache", index))]["pixels"][None]
+    assert torch.allclose(stored["mean"], vae.encode(pixels).mean[0], atol=1e-6)
+
+
+def test_trainable_selection_and_low_lr_group():
+    from training.train_dit import select_trainable
+    from easyanimate_core.models.transformer import VideoTransformer
+
+    model = VideoTransformer.from_config({**image_dit_config(), **motion_config()})
+    groups = select_trainable(model, ["attn_temporal"], ["caption_projection"], 1e-4, 0.1)
+    assert [g["lr"] for g in groups] == [1e-4, pytest.approx(1e-5)]
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert names and all("attn_temporal" in n or "caption_projection" in n for n in names)
+    with pytest.raises(InputError, match="match no parameter"):
+        select_trainable(model, ["no_such_layer"], [], 1e-4, 0.1)
+
+
+def test_inpaint_masks_follow_the_reference_types():
+    from training.train_dit import random_keep_mask
+
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(200):
+        mask = random_keep_mask("video", 16, g)
+        kept = (mask == 0).nonzero().flatten().tolist()
+        if not kept:
+            seen.add("t2v")
+        elif kept[-1] == 15:
+            seen.add("first+last")
+            assert 1 <= len(kept) // 2 <= 4
+        else:
+            seen.add("first")
+            assert kept == list(range(len(kept))) and 1 <= len(kept) <= 4
+    assert seen == {"t2v", "first", "first+last"}
+    assert bool((random_keep_mask("image", 1, g) == 1).all())
+
+
+def test_configuration_errors_are_one_sentence(setup, tmp_path):
+    from training.train_dit import main
+
+    models, data, _, _ = setup
+    four = dit_yaml(tmp_path / "a.yaml", models, data, tmp_path / "a", model={"config": image_dit_config()},
+                    mode={"train_mode": "inpaint"})
+    with pytest.raises(InputError, match="needs a 12-channel"):
+        main("dit-full", ["--config", four])
+    with pytest.raises(InputError, match="data.metadata is not set"):
+        main("dit-full", ["--config", four, "mode.train_mode=normal", "data.metadata="])
+    with pytest.raises(InputError, match="cache.dir cannot be used"):
+        from tiny_models import tiny_dit_config
+        main("dit-full", ["--config", four, f"cache.dir={tmp_path}", f"model.config={tiny_dit_config(12)}"])
