@@ -118,6 +118,7 @@ def test_schedule_from_config():
     (dict(sampler="ddim", karras=True), "karras sigmas are not available"),
     (dict(steps=0), "steps must be an integer"),
     (dict(steps=1001), "steps must be an integer"),
+    (dict(sampler="ddim", steps=1000), "use at most 999 steps"),
     (dict(denoise=0.0), "denoise must be in"),
     (dict(steps=5, denoise=0.1), "keeps no step"),
     (dict(denoise=0.5), "needs init_latents"),

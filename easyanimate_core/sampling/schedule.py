@@ -171,6 +171,9 @@ def make_plan(sampler: str, steps: int, karras: bool = False, denoise: float = 1
 
     if sampler == "ddim":
         timesteps = np.arange(steps)[::-1] * (n_train // steps) + schedule.steps_offset
+        if timesteps[0] >= n_train:  # steps_offset pushes the first step past the schedule
+            raise InputError(f"ddim with {steps} steps would start at timestep {timesteps[0]} beyond the "
+                             f"{n_train} trained ones; use at most {steps - 1} steps")
         sigmas = schedule.train_sigmas[timesteps]
     elif sampler in ("euler", "euler_a"):
         timesteps = np.linspace(0, n_train - 1, steps, dtype=np.float32)[::-1].copy()
