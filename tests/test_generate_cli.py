@@ -1,0 +1,101 @@
+"""``run.py generate`` on a tiny release folder: every mode writes a playable file of the asked
+frame count and size; bad models and options fail with one clear sentence."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from tiny_models import save_model_folder
+
+from easyanimate_core.errors import CheckpointError, InputError
+from easyanimate_core.video_io import probe_video, read_video, write_video
+from training.generate import lora_spec, main
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--width", "32", "--height", "32", "--steps", "2", "--seam", "none", "--prompt", "a red car",
+        "--negative", "blurry"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return save_model_folder(tmp_path_factory.mktemp("release"), in_channels=12)
+
+
+def picture(path, seed):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def test_text_to_video_and_image(model, tmp_path, capsys):
+    out = tmp_path / "clip.mp4"
+    assert main("generate", ["--model", str(model), *FAST, "--frames", "9", "--output", str(out)]) == 0
+    frames, _ = read_video(out)
+    assert frames.shape == (9, 32, 32, 3)
+    assert "generate" in capsys.readouterr().err  # the progress bar
+    assert main("generate", ["--model", str(model), *FAST, "--frames", "1", "--output", str(tmp_path / "x.mp4")]) == 0
+    assert (tmp_path / "x.png").is_file()
+
+
+def test_config_file_with_images_and_flag_overrides(model, tmp_path):
+    config = tmp_path / "i2v.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": str(model), "prompt": "a dog runs", "negative": "blurry", "frames": 17, "width": 64, "height": 64,
+        "start_image": picture(tmp_path / "a.png", 1), "end_image": picture(tmp_path / "b.png", 2),
+        "output": str(tmp_path / "i2v.mp4"), "seam": "blend"}))
+    assert main("generate", ["--config", str(config), "--steps", "2", "--width", "32", "--height", "32"]) == 0
+    info = probe_video(tmp_path / "i2v.mp4")
+    assert (info.num_frames, info.width, info.height) == (17, 32, 32)
+
+
+def test_video_to_video(model, tmp_path):
+    source = np.random.default_rng(0).integers(0, 255, (9, 32, 32, 3), dtype=np.uint8)
+    write_video(tmp_path / "in.mp4", source, fps=8)
+    out = tmp_path / "v2v.mp4"
+    assert main("generate", ["--model", str(model), *FAST, "--frames", "9", "--video", str(tmp_path / "in.mp4"),
+                             "--strength", "0.5", "--output", str(out)]) == 0
+    assert read_video(out)[0].shape == (9, 32, 32, 3)
+
+
+@pytest.mark.parametrize("mode", [["--chunk-frames", "16", "--overlap-frames", "4"],
+                                  ["--context-length", "3", "--context-overlap", "1"]])
+def test_long_video_modes(model, tmp_path, mode):
+    out = tmp_path / "long.mp4"
+    assert main("generate", ["--model", str(model), *FAST, "--frames", "28", *mode, "--output", str(out)]) == 0
+    expected = 28 if mode[0] == "--chunk-frames" else 25  # one pass: 28 is floored to 25 (1 + 8k)
+    assert read_video(out)[0].shape == (expected, 32, 32, 3)
+
+
+def test_missing_and_mismatched_models_say_what_to_do(model, tmp_path):
+    with pytest.raises(CheckpointError, match="--model .* is not a folder"):
+        main("generate", ["--model", str(tmp_path / "nope"), *FAST])
+    with pytest.raises(CheckpointError, match="no text encoder given"):
+        main("generate", ["--transformer", str(model / "transformer"), "--vae", str(model / "vae"), *FAST])
+    with pytest.raises(CheckpointError):  # a DiT where the VAE belongs
+        main("generate", ["--model", str(model), "--vae", str(model / "transformer"), *FAST])
+    with pytest.raises(InputError, match="no prompt"):
+        main("generate", ["--model", str(model)])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("promt: typo\n")
+    with pytest.raises(InputError, match="unknown option"):
+        main("generate", ["--config", str(bad)])
+    with pytest.raises(InputError, match="--device"):
+        main("generate", ["--model", str(model), *FAST, "--device", "gpu0"])
+
+
+def test_errors_print_one_line_through_run_py(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "training" / "run.py"), "generate", "--prompt", "x",
+                             "--model", str(tmp_path / "missing")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error:") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_lora_spec_parsing(tmp_path):
+    assert lora_spec("style.safetensors") == ("style.safetensors", 1.0)
+    assert lora_spec("style.safetensors:0.6") == ("style.safetensors", 0.6)
+    assert lora_spec("C:/loras/style.safetensors") == ("C:/loras/style.safetensors", 1.0)

@@ -1,0 +1,285 @@
+"""``python training/run.py generate``: text / image / video -> video (or image) from the command line.
+
+Options come from ``DEFAULTS`` below, then a YAML file (``--config``, same key names), then
+command-line flags (``--steps 30``, ``--start-image a.png``); later layers win. Models are given
+either as one release folder (``--model``: ``transformer/``, ``vae/``, ``text_encoder/``,
+``tokenizer/``, ``image_encoder/``) or one by one (``--transformer``, ``--vae``, ...; these win
+over the folder's parts). Output: an mp4 (a png for ``--frames 1``), with a progress bar.
+
+Long videos: ``--context-length N`` samples all frames at once with sliding windows of N latent
+frames; ``--chunk-frames N`` generates N-frame chunks, each conditioned on the end of the
+previous one, streamed to the file (memory does not grow with the clip).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from easyanimate_core.errors import CheckpointError, InputError
+
+V3_NEGATIVE = (
+    "The video is not of a high quality, it has a low resolution, and the audio quality is not clear. "
+    "Strange motion trajectory, a poor composition and deformed video, low resolution, duplicate and "
+    "ugly, strange body structure, long and strange neck, bad teeth, bad eyes, bad limbs, bad hands, "
+    "rotating camera, blurry camera, shaking camera. Deformation, low-resolution, blurry, ugly, distortion.")
+
+DEFAULTS = {
+    # models
+    "model": None,             # release folder with transformer/ vae/ text_encoder/ tokenizer/ image_encoder/
+    "transformer": None,       # transformer/ folder or weights file (wins over model/transformer)
+    "transformer_config": None,  # preset v1 / v2 / v3 for loose weight files without config.json
+    "motion_module": None,     # standalone motion-module file put into every block
+    "vae": None,
+    "vae_config": None,        # preset v2 / v3 for a loose VAE weights file
+    "text_encoder": None,      # T5 encoder folder
+    "tokenizer": None,         # T5 tokenizer folder (default: the text encoder's folder / model/tokenizer)
+    "clip": None,              # CLIP image encoder folder (image-to-video with InP models)
+    "loras": [],               # ["file.safetensors", "other.safetensors:0.6"] (path[:strength])
+    "dtype": "auto",           # auto (bf16 on GPU, fp32 on CPU) / fp32 / bf16 / fp16
+    "device": "auto",          # auto / cpu / cuda / cuda:1 / mps
+    "offload": False,          # keep models on the CPU, move each to the device only while it runs
+    # what to make
+    "prompt": None,
+    "negative": V3_NEGATIVE,
+    "width": 672,
+    "height": 384,
+    "frames": 144,             # 1 = an image; the VAE's rule applies (1, 8k, 8k+1)
+    "fps": 24,
+    "steps": 25,
+    "cfg": 7.0,
+    "sampler": "dpmpp_2m",     # ddim / euler / euler_a / dpmpp_2m / unipc
+    "karras": False,
+    "seed": 43,
+    "guidance_rescale": 0.0,
+    "start_image": None,       # image-to-video
+    "end_image": None,
+    "base_resolution": None,   # size the video after the start image's aspect (e.g. 512)
+    "video": None,             # video-to-video input
+    "strength": 1.0,           # video-to-video denoise strength (< 1 keeps more of the input)
+    "clip_apply_ratio": 0.5,
+    "seam": "smooth",          # none / blend / smooth (the reference's smooth_output)
+    # long videos
+    "context_length": 0,       # latent frames per sliding window; 0 = off
+    "context_overlap": 4,
+    "context_fuse": "pyramid",  # pyramid / linear / flat
+    "chunk_frames": 0,         # frames per chunk in chunked long-video mode; 0 = off
+    "overlap_frames": 4,
+    # output
+    "output": None,            # default samples/<time>.mp4
+}
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+log = logging.getLogger("easyanimate_core")
+
+
+def parse(argv) -> dict:
+    parser = argparse.ArgumentParser(
+        prog="run.py generate", description=__doc__.split("\n\n")[0],
+        epilog="Defaults:\n" + yaml.safe_dump(DEFAULTS, sort_keys=False, width=200),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML file with any of the options below (see training/configs/)")
+    for key, value in DEFAULTS.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            parser.add_argument(flag, dest=key, default=None, action=argparse.BooleanOptionalAction)
+        elif isinstance(value, list):
+            parser.add_argument(flag, dest=key, default=None, nargs="*")
+        else:
+            kind = type(value) if value is not None else str
+            parser.add_argument(flag, dest=key, default=None, type=kind)
+    args = vars(parser.parse_args(list(argv)))
+    config = dict(DEFAULTS)
+    config_file = args.pop("config")
+    if config_file:
+        config.update(_read_yaml(config_file))
+    config.update({k: v for k, v in args.items() if v is not None})
+    if not config["prompt"]:
+        raise InputError("no prompt given; pass --prompt \"...\" or set prompt in the --config file")
+    return config
+
+
+def _read_yaml(path) -> dict:
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"config file {path} does not exist; pass an existing YAML file (examples are "
+                         f"training/configs/generate_*.yaml)")
+    loaded = yaml.safe_load(file.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise InputError(f"config file {path} must hold 'key: value' lines, found {type(loaded).__name__}")
+    unknown = sorted(set(loaded) - set(DEFAULTS))
+    if unknown:
+        raise InputError(f"config file {path} has unknown option(s) {unknown}; known options are listed "
+                         f"by 'run.py generate --help'")
+    return loaded
+
+
+def _part(config, key, subfolder, required=True):
+    """A model path: the explicit option, else ``model/<subfolder>`` when that exists."""
+    if config[key]:
+        path = Path(config[key])
+        if not path.exists():
+            raise CheckpointError(f"--{key.replace('_', '-')} {path} does not exist; check the path")
+        return path
+    if config["model"]:
+        root = Path(config["model"])
+        if not root.is_dir():
+            raise CheckpointError(f"--model {root} is not a folder; pass a release folder with "
+                                  f"transformer/, vae/ and text_encoder/ inside")
+        if (root / subfolder).exists():
+            return root / subfolder
+    if required:
+        raise CheckpointError(f"no {key.replace('_', ' ')} given; pass --{key.replace('_', '-')} PATH or "
+                              f"--model with a {subfolder}/ folder inside")
+    return None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as error:
+        raise InputError(f"--device {name!r} is not a torch device; use cpu, cuda, cuda:N or mps") from error
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise InputError(f"--dtype {name!r} is unknown; choose auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def load_components(config: dict):
+    """Load every model the run needs onto the CPU (``offload``) or the device."""
+    from easyanimate_core.models.clip_vision import ClipImageEncoder
+    from easyanimate_core.models.text_encoder import TextEncoder
+    from easyanimate_core.models.transformer import load_transformer
+    from easyanimate_core.models.vae import load_vae
+    from easyanimate_core.sampling.pipeline import Components
+
+    device = resolve_device(config["device"])
+    dtype = resolve_dtype(config["dtype"], device)
+    home = torch.device("cpu") if config["offload"] else device
+    transformer = load_transformer(_part(config, "transformer", "transformer"),
+                                   motion_module=config["motion_module"],
+                                   config=config["transformer_config"], dtype=dtype, device=home)
+    for spec in config["loras"] or []:
+        apply_lora(transformer, spec)
+    vae = load_vae(_part(config, "vae", "vae"), dtype=dtype, device=home, preset=config["vae_config"],
+                   upcast=dtype == torch.float16)
+    encoder_path = _part(config, "text_encoder", "text_encoder")
+    tokenizer = _part(config, "tokenizer", "tokenizer", required=False) or encoder_path
+    text_encoder = TextEncoder.load(str(encoder_path), tokenizer_path=str(tokenizer), dtype=dtype, device=home)
+    clip = None
+    # InP models read CLIP image tokens of every start image (chunks after the first start from
+    # the previous chunk's frames)
+    wants_clip = (config["start_image"] or config["chunk_frames"]) and \
+        transformer.in_channels == 3 * vae.latent_channels
+    if wants_clip:
+        clip = ClipImageEncoder.load(str(_part(config, "clip", "image_encoder")), dtype=dtype, device=home)
+    return Components(transformer, vae, text_encoder, clip, device=device, offload=config["offload"])
+
+
+def lora_spec(spec: str) -> tuple:
+    """``PATH`` or ``PATH:STRENGTH`` -> (path, strength); strength defaults to 1."""
+    path, sep, tail = str(spec).rpartition(":")
+    if sep and not Path(str(spec)).exists():
+        try:
+            return path, float(tail)
+        except ValueError:
+            pass
+    return str(spec), 1.0
+
+
+def apply_lora(transformer, spec: str) -> None:
+    from easyanimate_core.models.lora import apply_lora as apply
+
+    path, strength = lora_spec(spec)
+    if not Path(path).is_file():
+        raise CheckpointError(f"LoRA file {path} does not exist; pass --loras PATH or PATH:STRENGTH")
+    apply(transformer, path, strength=strength)
+
+
+def read_image(path) -> torch.Tensor:
+    """(3, H, W) float in [0, 1]."""
+    from PIL import Image
+
+    if not Path(path).is_file():
+        raise InputError(f"image {path} does not exist; check the path")
+    with Image.open(path) as image:
+        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def read_input_video(path) -> torch.Tensor:
+    """(3, F, H, W) float in [0, 1]."""
+    from easyanimate_core.video_io import read_video
+
+    frames, _ = read_video(path)
+    return torch.from_numpy(frames).float().div(255).permute(3, 0, 1, 2)
+
+
+def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
+    """(1, 3, F, H, W) in [0, 1] -> (F, H, W, 3) uint8."""
+    return (video[0].permute(1, 2, 3, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def main(command: str, argv) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = parse(argv)
+    from easyanimate_core.progress import console
+    from easyanimate_core.sampling.context import ContextWindows
+    from easyanimate_core.sampling.frames import bucket_size
+    from easyanimate_core.sampling.long_video import iter_long_video
+    from easyanimate_core.sampling.pipeline import generate
+    from easyanimate_core.video_io import VideoWriter, write_video
+
+    start = read_image(config["start_image"]) if config["start_image"] else None
+    end = read_image(config["end_image"]) if config["end_image"] else None
+    video = read_input_video(config["video"]) if config["video"] else None
+    if start is not None and config["base_resolution"]:
+        config["width"], config["height"] = bucket_size(start.shape[2], start.shape[1],
+                                                        int(config["base_resolution"]))
+    components = load_components(config)
+    context = None
+    if config["context_length"]:
+        context = ContextWindows(int(config["context_length"]), int(config["context_overlap"]),
+                                 config["context_fuse"])
+    options = dict(width=config["width"], height=config["height"], steps=config["steps"], cfg=config["cfg"],
+                   sampler=config["sampler"], karras=config["karras"], guidance_rescale=config["guidance_rescale"],
+                   clip_apply_ratio=config["clip_apply_ratio"], context=context,
+                   seam=None if config["seam"] == "none" else config["seam"],
+                   progress=console("generate"))
+    output = Path(config["output"] or f"samples/{time.strftime('%Y%m%d-%H%M%S')}.mp4")
+    began = time.perf_counter()
+    if config["chunk_frames"]:
+        if end is not None or video is not None:
+            raise InputError("--chunk-frames (long-video mode) takes a start image only; drop --end-image / "
+                             "--video or the chunking")
+        with VideoWriter(output, config["fps"]) as writer:
+            written = 0
+            for piece in iter_long_video(components, config["prompt"], config["negative"],
+                                         frames=config["frames"], chunk_frames=config["chunk_frames"],
+                                         overlap_frames=config["overlap_frames"], seed=config["seed"],
+                                         start_image=start, **options):
+                for frame in to_uint8_frames(piece):
+                    writer.write(frame)
+                written += piece.shape[2]
+        path = str(output)
+    else:
+        result = generate(components, config["prompt"], config["negative"], frames=config["frames"],
+                          seed=config["seed"], start_image=start, end_image=end, video=video,
+                          strength=config["strength"], **options)
+        written = result.shape[2]
+        path = write_video(output, to_uint8_frames(result), fps=config["fps"])
+    log.info("wrote %s (%d frame%s, %.1f s)", path, written, "" if written == 1 else "s",
+             time.perf_counter() - began)
+    return 0
