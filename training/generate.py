@@ -253,10 +253,9 @@ def main(command: str, argv) -> int:
     if config["context_length"]:
         context = ContextWindows(int(config["context_length"]), int(config["context_overlap"]),
                                  config["context_fuse"])
-    options = dict(width=config["width"], height=config["height"], steps=config["steps"], cfg=config["cfg"],
-                   sampler=config["sampler"], karras=config["karras"], guidance_rescale=config["guidance_rescale"],
-                   clip_apply_ratio=config["clip_apply_ratio"], context=context,
-                   seam=None if config["seam"] == "none" else config["seam"],
+    passed = ("width", "height", "steps", "cfg", "sampler", "karras", "guidance_rescale", "clip_apply_ratio")
+    options = {key: config[key] for key in passed}
+    options.update(context=context, seam=None if config["seam"] == "none" else config["seam"],
                    progress=console("generate"))
     output = Path(config["output"] or f"samples/{time.strftime('%Y%m%d-%H%M%S')}.mp4")
     began = time.perf_counter()
