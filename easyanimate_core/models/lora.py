@@ -88,10 +88,12 @@ def load_lora(source, layers: dict[str, Linear], kind: str = "lora", adapter_con
     if kind not in LORA_KINDS:
         raise InputError(f"unknown LoRA kind {kind!r}; expected one of {', '.join(LORA_KINDS)}.")
     name = name or ("the LoRA" if isinstance(source, dict) else str(source))
-    if kind == "motion_lora" and not any(is_motion_attention(n) for n in layers):
-        raise InputError(f"{name} is a MotionLoRA but the model has no motion modules; apply a motion module "
-                         f"first (VDiT_ApplyMotionModule) or load a video DiT.")
     state = source if isinstance(source, dict) else load_state_dict(source)
+    has_motion = any(is_motion_attention(n) for n in layers)
+    if not has_motion and (kind == "motion_lora" or any("attn_temporal" in k for k in state)):
+        what = "is a MotionLoRA" if kind == "motion_lora" else "modifies motion modules"
+        raise InputError(f"{name} {what} but the model has no motion modules; apply a motion module first "
+                         f"(VDiT_ApplyMotionModule) or load a video DiT.")
     if adapter_config is None and not isinstance(source, dict):
         adapter_config = _peft_adapter_config(source)
     shapes = {n: tuple(layer.weight.shape) for n, layer in layers.items()}

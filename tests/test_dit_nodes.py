@@ -1,0 +1,178 @@
+"""DiT nodes with ComfyUI absent: load a DiT / PixArt base / standalone motion module / LoRAs from
+the models folder, patches applied only inside ModelHandle.patched(), graph branches isolated,
+exact restore, and clear errors for incompatible pairs."""
+
+import json
+
+import pytest
+import torch
+
+from easyanimate_core import CheckpointError, InputError
+from easyanimate_core.checkpoints import LoraPair, lora_state_dict, save_state_dict
+from easyanimate_core.models.handle import ModelHandle
+from easyanimate_core.models.lora import linear_layers
+from easyanimate_core.models.transformer import VideoTransformer
+
+BASE = dict(num_attention_heads=2, attention_head_dim=32, in_channels=4, out_channels=8, num_layers=2,
+            cross_attention_dim=64, attention_bias=True, sample_size=64, patch_size=2,
+            activation_fn="gelu-approximate", norm_type="ada_norm_single", norm_elementwise_affine=False,
+            norm_eps=1e-6, caption_channels=32)
+V1 = dict(basic_block_type="motionmodule", motion_module_type="VanillaGrid",
+          motion_module_kwargs=dict(num_attention_heads=8, num_transformer_block=1, block_size=2,
+                                    temporal_position_encoding=True, temporal_position_encoding_max_len=4096,
+                                    temporal_attention_dim_div=1,
+                                    attention_block_types=["Temporal_Self", "Temporal_Self"]))
+MOTION_Q = "transformer_blocks.{}.attn_temporal.temporal_transformer.transformer_blocks.0.attention_blocks.0.to_q"
+
+
+@pytest.fixture
+def nodes(pack):
+    return pack.nodes.dit_nodes
+
+
+def _random(config):
+    model = VideoTransformer.from_config(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+def _lora(layers, names, rank=2):
+    return {n: LoraPair(torch.randn(rank, layers[n].in_features) * 0.2, torch.randn(layers[n].out_features, rank) * 0.2,
+                        1.0) for n in names}
+
+
+@pytest.fixture
+def models_dir(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    video = _random({**BASE, **V1})
+    state = video.state_dict()
+    folder = tmp_path / "tiny-v1" / "transformer"
+    folder.mkdir(parents=True)
+    save_state_dict(folder / "diffusion_pytorch_model.safetensors", state)
+    (folder / "config.json").write_text(json.dumps({**BASE, **V1}))
+    base_folder = tmp_path / "tiny-pixart"
+    base_folder.mkdir()
+    save_state_dict(base_folder / "diffusion_pytorch_model.safetensors", {k: v for k, v in state.items() if "temporal" not in k})
+    (base_folder / "config.json").write_text(json.dumps(BASE))
+    save_state_dict(tmp_path / "tiny_mm.safetensors", {k: v for k, v in state.items() if "temporal" in k})
+    layers = linear_layers(video)
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    save_state_dict(loras / "style.safetensors",
+                    lora_state_dict(_lora(layers, ["transformer_blocks.0.attn1.to_q", "transformer_blocks.1.ff.net.2"]), "kohya"))
+    save_state_dict(loras / "zoom.safetensors", lora_state_dict(_lora(layers, [MOTION_Q.format(0), MOTION_Q.format(1)]),
+                                                                "motion_lora"))
+    save_state_dict(loras / "adapter.safetensors",
+                    lora_state_dict(_lora(layers, ["transformer_blocks.0.attn1.to_v", "transformer_blocks.1.attn2.to_out.0"]),
+                                    "motion_lora"))
+    other = _random({**BASE, **V1, "num_attention_heads": 4})  # hidden size 128
+    save_state_dict(tmp_path / "wide_mm.safetensors", {k: v for k, v in other.state_dict().items() if "temporal" in k})
+    monkeypatch.setenv("VDIT_MODELS_DIR", f"{tmp_path}:{loras}")
+    return {"video": video, "root": tmp_path}
+
+
+def _run(model):
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        return model(torch.randn(1, 4, 3, 8, 8, generator=g), torch.tensor([600]), torch.randn(1, 5, 32, generator=g))
+
+
+def _sample(handle):
+    with handle.patched() as model:
+        return _run(model)
+
+
+def test_node_definitions(nodes, models_dir):
+    for node_id, node in nodes.NODE_CLASS_MAPPINGS.items():
+        spec = node.INPUT_TYPES()
+        for section in spec.values():
+            assert all(options[1].get("tooltip") for options in section.values()), node_id
+        assert node.DESCRIPTION and node.CATEGORY.startswith("VideoDiT/") and node_id in nodes.NODE_DISPLAY_NAME_MAPPINGS
+    names = nodes.VDiT_LoadDiT.INPUT_TYPES()["required"]["dit_name"][0]
+    assert "tiny-v1/transformer" in names and "tiny-pixart" in names and "tiny_mm.safetensors" in names
+    assert "zoom.safetensors" in nodes.VDiT_LoadLoRA.INPUT_TYPES()["required"]["lora_name"][0]
+    assert nodes.VDiT_LoadDiT.RETURN_TYPES == ("VDIT_MODEL",)
+    assert nodes.VDiT_LoadMotionModule.RETURN_TYPES == ("VDIT_MOTION",)
+    assert nodes.VDiT_LoadMotionLoRA.RETURN_TYPES == ("VDIT_MOTION_LORA",)
+
+
+def test_base_plus_motion_module_and_isolated_branches(nodes, models_dir):
+    video = models_dir["video"]
+    (base,) = nodes.VDiT_LoadDiT().load("tiny-pixart", "fp32", "auto")
+    assert isinstance(base, ModelHandle) and not base.model.has_motion_modules
+    (motion,) = nodes.VDiT_LoadMotionModule().load("tiny_mm.safetensors", "v1")
+    (animated,) = nodes.VDiT_ApplyMotionModule().apply(base, motion, motion_scale=1.0)
+    assert (_sample(animated) - _run(video)).abs().max() < 1e-5
+    # The input handle and its module are untouched: no motion modules outside patched().
+    assert base.motion is None and not base.model.has_motion_modules
+    assert (_sample(base) - _sample(animated)).abs().max() > 1e-3
+    (styled,) = nodes.VDiT_LoadLoRA().apply(animated, "style.safetensors", 0.7)
+    plain = _sample(animated)
+    assert (_sample(styled) - plain).abs().max() > 1e-4
+    assert torch.allclose(_sample(animated), plain, atol=1e-5)  # the other branch never sees the LoRA
+    (still,) = nodes.VDiT_ApplyMotionModule().apply(base, motion, motion_scale=0.0)
+    assert torch.allclose(_sample(still), _sample(base), atol=1e-5)
+
+
+def test_patched_restores_the_module_exactly(nodes, models_dir):
+    (handle,) = nodes.VDiT_LoadDiT().load("tiny-v1/transformer", "fp32", "auto")
+    snapshot = {k: (v.clone(), v.data_ptr()) for k, v in handle.model.state_dict().items()}
+    (zoom,) = nodes.VDiT_LoadMotionLoRA().load("zoom.safetensors", 1.0)
+    (motion,) = nodes.VDiT_LoadMotionModule().load("tiny-v1/transformer", "v1")
+    (patched,) = nodes.VDiT_ApplyMotionModule().apply(handle, motion, 0.8, motion_lora=zoom)
+    (patched,) = nodes.VDiT_LoadLoRA().apply(patched, "style.safetensors", 0.5)
+    (patched,) = nodes.VDiT_LoadDomainAdapter().apply(patched, "adapter.safetensors", 0.6)
+    _sample(patched)
+    with pytest.raises(RuntimeError):
+        with patched.patched():
+            raise RuntimeError("sampling failed")  # restore happens on errors too
+    for key, tensor in handle.model.state_dict().items():
+        assert torch.equal(tensor, snapshot[key][0]) and tensor.data_ptr() == snapshot[key][1], key
+    assert all(b.attn_temporal.motion_scale == 1.0 for b in handle.model.transformer_blocks)
+
+
+def test_motion_lora_chain_adds_up(nodes, models_dir):
+    (handle,) = nodes.VDiT_LoadDiT().load("tiny-v1/transformer", "fp32", "auto")
+    (motion,) = nodes.VDiT_LoadMotionModule().load("tiny_mm.safetensors", "v1")
+    (one,) = nodes.VDiT_LoadMotionLoRA().load("zoom.safetensors", 0.5)
+    (two,) = nodes.VDiT_LoadMotionLoRA().load("zoom.safetensors", 0.5, prev_motion_lora=one)
+    (full,) = nodes.VDiT_LoadMotionLoRA().load("zoom.safetensors", 1.0)
+    (a,) = nodes.VDiT_ApplyMotionModule().apply(handle, motion, 1.0, motion_lora=two)
+    (b,) = nodes.VDiT_ApplyMotionModule().apply(handle, motion, 1.0, motion_lora=full)
+    (c,) = nodes.VDiT_ApplyMotionModule().apply(handle, motion, 1.0)
+    assert (_sample(a) - _sample(b)).abs().max() < 1e-5
+    assert (_sample(a) - _sample(c)).abs().max() > 1e-4
+
+
+def test_domain_adapter_scale_zero_is_the_same_model(nodes, models_dir):
+    (handle,) = nodes.VDiT_LoadDiT().load("tiny-v1/transformer", "fp32", "auto")
+    (same,) = nodes.VDiT_LoadDomainAdapter().apply(handle, "adapter.safetensors", 0.0)
+    assert same is handle
+
+
+def test_weight_dtypes(nodes, models_dir):
+    (fp8,) = nodes.VDiT_LoadDiT().load("tiny-v1/transformer", "fp8_e4m3fn", "auto")
+    assert fp8.model.transformer_blocks[0].attn1.to_q.weight.dtype == torch.float8_e4m3fn
+    (fp32,) = nodes.VDiT_LoadDiT().load("tiny-v1/transformer", "default", "auto")  # CPU: fp32
+    rel = (_sample(fp8).float() - _sample(fp32)).norm() / _sample(fp32).norm()
+    assert rel < 0.2
+    with pytest.raises(InputError, match="weight_dtype"):
+        nodes.VDiT_LoadDiT().load("tiny-v1/transformer", "int4", "auto")
+
+
+def test_incompatible_pairs_are_clear_errors(nodes, models_dir):
+    (base,) = nodes.VDiT_LoadDiT().load("tiny-pixart", "fp32", "auto")
+    (wide,) = nodes.VDiT_LoadMotionModule().load("wide_mm.safetensors", "v1")
+    with pytest.raises(InputError, match="hidden size 128"):
+        nodes.VDiT_ApplyMotionModule().apply(base, wide, 1.0)
+    with pytest.raises(InputError, match="no motion modules; apply a motion module first"):
+        nodes.VDiT_LoadLoRA().apply(base, "zoom.safetensors", 1.0)
+    (video,) = nodes.VDiT_LoadDiT().load("tiny-v1/transformer", "fp32", "auto")
+    with pytest.raises(CheckpointError, match="not image attention"):
+        nodes.VDiT_LoadDomainAdapter().apply(video, "zoom.safetensors", 1.0)
+    with pytest.raises(InputError, match="VDIT_MODEL"):
+        nodes.VDiT_LoadLoRA().apply(torch.nn.Linear(2, 2), "style.safetensors", 1.0)
+    with pytest.raises(CheckpointError, match="not found"):
+        nodes.VDiT_LoadLoRA().apply(base, "missing.safetensors", 1.0)
