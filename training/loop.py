@@ -44,19 +44,23 @@ LOOP_DEFAULTS = {
     "mixed_precision": "no",      # no | fp16 | bf16
     "gradient_accumulation_steps": 1,
     "cpu": False,                 # train on the CPU even where a GPU is present
+    # DDP: image batches skip the motion modules, so the set of used parameters changes per batch
+    "find_unused_parameters": True,
 }
 
 
 def make_accelerator(train_cfg: dict):
     from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
     # Without a GPU, accelerate forms a multi-process group (gloo) only when told it runs on the
     # CPU; so `accelerate launch --multi_gpu --num_processes N` gives CPU DDP on a CPU-only machine.
     return Accelerator(cpu=bool(train_cfg["cpu"]) or not torch.cuda.is_available(),
                        mixed_precision=train_cfg["mixed_precision"],
                        gradient_accumulation_steps=train_cfg["gradient_accumulation_steps"],
-                       project_config=ProjectConfiguration(project_dir=train_cfg["output_dir"]))
+                       project_config=ProjectConfiguration(project_dir=train_cfg["output_dir"]),
+                       kwargs_handlers=[DistributedDataParallelKwargs(
+                           find_unused_parameters=bool(train_cfg["find_unused_parameters"]))])
 
 
 class TrainState:

@@ -1,0 +1,212 @@
+"""The shared loop's guarantees: a killed run resumes to exactly the weights of an uninterrupted
+one, a kill during a save leaves the previous checkpoint usable, 2-process CPU DDP ends with
+identical weights on both ranks; and the loop's building blocks (clipping, buckets, clips)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from train_helpers import dit_yaml, image_dit_config, make_dataset, motion_config, vae_config, write_models
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "tests")}
+
+
+def _vae_yaml(tmp_path, meta, out, steps=10):
+    cfg = {"model": {"config": vae_config()},
+           "loss": {"disc_start": 2, "disc_2d_channels": 8, "disc_2d_layers": 2, "disc_3d_channels": [8, 8]},
+           "data": {"metadata": str(meta), "batch_size": 1, "sample_size": 32, "frames": 9},
+           "train": {"output_dir": str(out), "steps": steps, "checkpoint_every": 2, "checkpoints_keep": 10,
+                     "lr": 1e-3}}
+    path = tmp_path / f"{out.name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def _tensors(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("loopdata"), videos=2, images=2, corrupt=1)
+
+
+def test_killed_run_resumes_to_identical_weights(tmp_path, data):
+    from training.loop import complete_checkpoints
+    from training.train_vae import main
+
+    straight = tmp_path / "straight"
+    assert main("vae", ["--config", _vae_yaml(tmp_path, data, straight)]) == 0
+
+    killed = tmp_path / "killed"
+    cfg = _vae_yaml(tmp_path, data, killed)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "training" / "run.py"), "vae", "--config", cfg],
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not complete_checkpoints(killed) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = complete_checkpoints(killed)
+    assert done and int(done[-1].name.split("-")[1]) < 10, "the kill must land mid-run"
+
+    assert main("vae", ["--config", cfg, "--resume"]) == 0
+    for name in ("model.safetensors", "model_1.safetensors"):  # autoencoder, discriminators
+        assert _same(_tensors(straight / "checkpoints" / "checkpoint-00000010" / name),
+                     _tensors(killed / "checkpoints" / "checkpoint-00000010" / name))
+    assert _same(_tensors(straight / "vae" / "diffusion_pytorch_model.safetensors"),     # EMA export
+                 _tensors(killed / "vae" / "diffusion_pytorch_model.safetensors"))
+
+
+def test_kill_during_save_keeps_previous_checkpoint(tmp_path, data, monkeypatch):
+    from accelerate import Accelerator
+
+    from training.loop import complete_checkpoints
+    from training.train_dit import main
+
+    models = write_models(tmp_path / "models")
+    motion_model = {**image_dit_config(), **motion_config()}
+    sections = dict(model={"config": motion_model}, train={"steps": 6, "checkpoint_every": 2, "checkpoints_keep": 5})
+    straight = dit_yaml(tmp_path / "s.yaml", models, data, tmp_path / "straight", **sections)
+    assert main("dit-motion", ["--config", straight]) == 0
+
+    broken = dit_yaml(tmp_path / "b.yaml", models, data, tmp_path / "broken", **sections)
+    original = Accelerator.save_state
+
+    def dies_at_step_4(self, output_dir=None, **kw):
+        if "00000004" in str(output_dir):
+            Path(output_dir, "model.safetensors").write_bytes(b"half a fi")   # partial write, then death
+            raise KeyboardInterrupt("killed during save")
+        return original(self, output_dir, **kw)
+
+    monkeypatch.setattr(Accelerator, "save_state", dies_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        main("dit-motion", ["--config", broken])
+    monkeypatch.setattr(Accelerator, "save_state", original)
+    assert [p.name for p in complete_checkpoints(tmp_path / "broken")] == ["checkpoint-00000002"]
+
+    assert main("dit-motion", ["--config", broken, "--resume", "latest"]) == 0
+    a = _tensors(tmp_path / "straight" / "transformer" / "diffusion_pytorch_model.safetensors")
+    b = _tensors(tmp_path / "broken" / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert _same(a, b)
+    # the CSV reads like one run: every step once
+    import csv
+    steps = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "broken" / "losses.csv")) if r["name"] == "loss"]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_from_missing_checkpoint_is_one_clear_error(tmp_path, data):
+    from easyanimate_core.errors import InputError
+    from training.train_vae import main
+
+    with pytest.raises(InputError, match="found no complete checkpoint"):
+        main("vae", ["--config", _vae_yaml(tmp_path, data, tmp_path / "none"), "--resume"])
+    with pytest.raises(InputError, match="is not a complete checkpoint folder"):
+        main("vae", ["--config", _vae_yaml(tmp_path, data, tmp_path / "none"), "--resume", str(tmp_path)])
+
+
+def _launch_two(args, tmp_path):
+    port = str(29500 + os.getpid() % 1000)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port,
+           str(ROOT / "training" / "run.py"), *args]
+    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+
+def test_two_process_cpu_ddp_vae_and_dit_end_identical(tmp_path, data):
+    vae = _launch_two(["vae", "--config", _vae_yaml(tmp_path, data, tmp_path / "vae", steps=4)], tmp_path)
+    assert vae.returncode == 0, vae.stderr[-3000:]
+    assert "weights identical on all 2 processes" in vae.stdout
+
+    models = write_models(tmp_path / "models")
+    cfg = dit_yaml(tmp_path / "d.yaml", models, data, tmp_path / "dit", data={"batch_size": 1},
+                   model={"config": {**image_dit_config(), **motion_config()}}, train={"steps": 3})
+    dit = _launch_two(["dit-full", "--config", cfg], tmp_path)
+    assert dit.returncode == 0, dit.stderr[-3000:]
+    assert "weights identical on all 2 processes" in dit.stdout
+
+
+def test_weights_digest_sees_a_one_bit_difference():
+    from training.loop import weights_digest
+
+    a = torch.nn.Linear(3, 3)
+    b = torch.nn.Linear(3, 3)
+    b.load_state_dict(a.state_dict())
+    assert weights_digest([a]) == weights_digest([b])
+    with torch.no_grad():
+        b.weight[0, 0] = torch.nextafter(b.weight[0, 0], torch.tensor(1.0))
+    assert weights_digest([a]) != weights_digest([b])
+
+
+class _FakeAccelerator:
+    @staticmethod
+    def clip_grad_norm_(params, max_norm):
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+
+def _grad_norm_after(step, norm, max_grad_norm=1.0):
+    from training.loop import clip_gradients
+
+    p = torch.nn.Parameter(torch.zeros(4))
+    p.grad = torch.full((4,), norm / 2.0)   # |grad| = norm
+    clip_gradients(_FakeAccelerator(), [p], step, max_grad_norm)
+    return float(p.grad.norm())
+
+
+def test_adaptive_gradient_clipping_follows_the_reference_rule():
+    assert _grad_norm_after(0, 10.0) == pytest.approx(5.0, rel=1e-4)     # starts at 5 x max
+    assert _grad_norm_after(500, 10.0) == pytest.approx(3.0, rel=1e-4)   # linear decay
+    assert _grad_norm_after(2000, 0.5) == pytest.approx(0.5, rel=1e-4)   # under the limit: untouched
+    assert _grad_norm_after(2000, 3.0) == pytest.approx(1.0, rel=1e-4)   # ordinary clip
+    assert _grad_norm_after(2000, 8.0) == pytest.approx(1.0 / 8.0, rel=1e-4)   # abnormal: clip harder
+    assert _grad_norm_after(2000, 50.0) == pytest.approx(0.1, rel=1e-4)  # at most 10x harder
+
+
+def test_buckets_and_frame_rules():
+    from training import buckets
+
+    assert buckets.closest_ratio(720, 1280) == 0.57
+    h, w = buckets.bucket_size(0.57, 256)
+    assert (h, w) == (192, 336) and h % 16 == 0 and w % 16 == 0
+    assert buckets.frame_bucket([30, 17], 8, 144) == 16
+    assert buckets.frame_bucket([30, 40], 8, 25) == 25            # 1 + 3 x 8 form is kept
+    assert buckets.frame_bucket([1, 1], 8, 144) == 1
+    g = torch.Generator().manual_seed(0)
+    draws = [buckets.random_frame_crop(144, 8, g) for _ in range(2000)]
+    assert 0.85 < draws.count(144) / 2000 < 0.95 and set(draws) <= set(range(8, 145, 8))
+
+
+def test_clip_sampling_stays_inside_the_middle_of_the_video():
+    from training.data import clip_indices
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(100):
+        idx = clip_indices(100, 16, 2, g)
+        assert len(idx) == 16 and idx[0] >= 9 and idx[-1] < 90
+        assert all(b - a == 2 for a, b in zip(idx, idx[1:]))
+    assert clip_indices(10, 8, 4, g)[-1] <= 9     # short video: the stride shrinks to fit
+
+
+def test_progressive_resolution_schedule(tmp_path, data):
+    from training.data import BatchPlan, load_entries
+
+    cfg = {"types": "both", "batch_size": 1, "sample_size": 32, "frames": 8, "stride": 1, "buckets": False,
+           "random_frame_crop": False, "resolution_schedule": [[0, 32], [3, 64]]}
+    plan = BatchPlan(load_entries(str(data), None), cfg, 0, 8)
+    sizes = [item[0].height for item in plan.epoch_batches(0)]
+    assert sizes[:3] == [32, 32, 32] and set(sizes[3:]) == {64}
+    assert plan.unreadable == 1
