@@ -16,6 +16,7 @@ import logging
 import torch
 
 from ..easyanimate_core.errors import InputError
+from ..easyanimate_core.models.handle import ModelHandle
 from ..easyanimate_core.sampling import frames as frame_rules
 from ..easyanimate_core.sampling.context import FUSE_MODES, ContextWindows
 from ..easyanimate_core.sampling.inpaint import encode_source, image_to_video_source
@@ -315,7 +316,11 @@ class VDiT_Sampler:
         uncond, _ = _text_condition(negative, "negative")
         inpaint = extras.get(INPAINT_KEY)
         _check_inpaint(inpaint, latents)
-        with _sampling_model(model) as transformer:
+        if not isinstance(model, ModelHandle):
+            raise InputError(f"the model input is a {type(model).__name__}, expected the VDIT_MODEL of a "
+                             f"'Load EasyAnimate DiT' node; connect that node's output.")
+        # the handle applies its motion module, LoRAs and motion scale for the duration
+        with model.patched() as transformer:
             host.load_models([transformer], memory_required=_activation_bytes(transformer, latents, cfg,
                                                                               context_options))
             try:
@@ -330,20 +335,6 @@ class VDiT_Sampler:
         out.pop("noise_mask", None)  # the input's mask does not describe the new video
         out["samples"] = samples.to(host.intermediate_device())
         return (out,)
-
-
-def _sampling_model(model):
-    """A context manager yielding the DiT ready to run: a VDIT_MODEL handle applies its LoRA patches
-    and motion scale for the duration; a bare transformer is used as it is."""
-    import contextlib
-
-    if isinstance(model, torch.nn.Module) and hasattr(model, "config"):
-        return contextlib.nullcontext(model)
-    patched = getattr(model, "patched", None)
-    if patched is None:
-        raise InputError(f"the model input is a {type(model).__name__}, expected the VDIT_MODEL of a "
-                         f"'Load EasyAnimate DiT' node; connect that node's output.")
-    return patched()
 
 
 NODE_CLASS_MAPPINGS = {

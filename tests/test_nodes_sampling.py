@@ -6,6 +6,7 @@ import torch
 from tiny_models import build_clip, build_dit, build_vae
 
 from easyanimate_core.errors import InputError
+from easyanimate_core.models.handle import ModelHandle
 
 SIZE = 32  # pixels: 4x4 latents
 
@@ -22,12 +23,12 @@ def vae():
 
 @pytest.fixture(scope="module")
 def dit4():
-    return build_dit(4)
+    return ModelHandle(build_dit(4))
 
 
 @pytest.fixture(scope="module")
 def dit12():
-    return build_dit(12)
+    return ModelHandle(build_dit(12))
 
 
 def _cond(tokens=7, seed=1):
@@ -210,3 +211,15 @@ def test_sampler_input_errors(nodes, vae, dit4, case, match):
     with pytest.raises(InputError, match=match):
         _sample(nodes, args["model"], args["positive"], args["negative"], args["latent"], scheduler=scheduler,
                 **optional)
+
+
+def test_sampler_applies_the_handles_patches_only_while_sampling(nodes, vae, dit4):
+    latent = nodes.VDiT_EmptyLatentVideo().generate(vae, SIZE, SIZE, 9, 1)[0]
+    before = {k: v.clone() for k, v in dit4.model.state_dict().items()}
+    full = _sample(nodes, dit4, _cond(), _cond(1, 2), latent)["samples"]
+    still = _sample(nodes, dit4.with_motion_scale(0.0), _cond(), _cond(1, 2), latent)["samples"]
+    assert not torch.allclose(full, still)  # motion scale 0 turns the motion modules off
+    after = dit4.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(block.attn_temporal.motion_scale == 1.0 for block in dit4.model.transformer_blocks
+               if block.attn_temporal is not None)

@@ -90,12 +90,14 @@ def test_text_conditioning_drives_the_sampler(pack, text):
     """The T5 node's output is what the sampler reads (120 tokens + mask, 32-d tiny T5)."""
     from tiny_models import build_dit, build_vae
 
+    from easyanimate_core.models.handle import ModelHandle
+
     t5 = text.VDiT_LoadT5().load("tiny/text_encoder")[0]
     positive = text.VDiT_T5Encode().encode(t5, "a dog runs through the park")[0]
     negative = text.VDiT_T5Encode().encode(t5, "")[0]
     sampling = pack.nodes.sampling_nodes
     latent = sampling.VDiT_EmptyLatentVideo().generate(build_vae(), 32, 32, 9, 1)[0]
-    out = sampling.VDiT_Sampler().sample(build_dit(4), positive, negative, latent, 1, 2, 6.0, "euler", "normal",
+    out = sampling.VDiT_Sampler().sample(ModelHandle(build_dit(4)), positive, negative, latent, 1, 2, 6.0, "euler", "normal",
                                          1.0)[0]
     assert out["samples"].shape == latent["samples"].shape and torch.isfinite(out["samples"]).all()
 
