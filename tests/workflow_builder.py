@@ -182,8 +182,8 @@ def _text_and_models(g: Graph, dit_name: str | None = "dit"):
 def _sampler(g: Graph, column: int, model, positive, negative, latent, **values):
     values = {"seed": SETTINGS["seed"], "steps": SETTINGS["steps"], "cfg": SETTINGS["cfg"],
               "sampler_name": SETTINGS["sampler"], **values}
-    return g.add("VDiT_Sampler", column, model=model[0], positive=positive[0], negative=negative[0],
-                 latent_image=latent, **values)
+    return g.add("VDiT_Sampler", column, model=model, positive=positive, negative=negative, latent_image=latent,
+                 **values)
 
 
 def _save_video(g: Graph, column: int, vae, samples, prefix: str, fps=None):
@@ -204,7 +204,7 @@ def text_to_video(g: Graph):
     positive, negative, vae, dit = _text_and_models(g)
     latent = g.add("VDiT_EmptyLatentVideo", 1, vae=vae[0], width=SETTINGS["width"], height=SETTINGS["height"],
                    length=SETTINGS["frames"])
-    samples = _sampler(g, 2, dit, positive, negative, latent[0])
+    samples = _sampler(g, 2, dit[0], positive[0], negative[0], latent[0])
     _save_video(g, 3, vae, samples, "t2v")
 
 
@@ -213,7 +213,7 @@ def text_to_image(g: Graph):
            + "\n\nThe image size follows the same rule (multiples of 16).")
     positive, negative, vae, dit = _text_and_models(g)
     latent = g.add("VDiT_EmptyLatentVideo", 1, vae=vae[0], width=512, height=512, length=1)
-    samples = _sampler(g, 2, dit, positive, negative, latent[0])
+    samples = _sampler(g, 2, dit[0], positive[0], negative[0], latent[0])
     images = g.add("VDiT_VAEDecode", 3, vae=vae[0], samples=samples[0])
     g.add("SaveImage", 4, images=images[0], filename_prefix="vdit_t2i")
 
@@ -230,7 +230,7 @@ def image_to_video(g: Graph):
     i2v = g.add("VDiT_ImageToVideo", 2, positive=positive[0], negative=negative[0], vae=vae[0],
                 width=SETTINGS["width"], height=SETTINGS["height"], length=SETTINGS["i2v_frames"],
                 start_image=start[0], end_image=end[0], clip_vision=clip[0])
-    samples = _sampler(g, 3, dit, i2v["positive"], i2v["negative"], i2v["latent"])
+    samples = _sampler(g, 3, dit[0], i2v["positive"], i2v["negative"], i2v["latent"])
     _save_video(g, 4, vae, samples, "i2v")
 
 
@@ -243,7 +243,7 @@ def video_to_video(g: Graph):
     video = g.add("LoadVideo", 0, file=INPUT_FILES["video"])
     parts = g.add("GetVideoComponents", 1, video=video[0])
     encoded = g.add("VDiT_VAEEncode", 2, vae=vae[0], pixels=parts["images"])
-    samples = _sampler(g, 3, dit, positive, negative, encoded[0], denoise=SETTINGS["v2v_denoise"])
+    samples = _sampler(g, 3, dit[0], positive[0], negative[0], encoded[0], denoise=SETTINGS["v2v_denoise"])
     _save_video(g, 4, vae, samples, "v2v", fps=parts["fps"])
 
 
@@ -257,9 +257,9 @@ def pixart_motion_module(g: Graph):
     base = g.add("VDiT_LoadDiT", 0, dit_name=MODEL_FILES["pixart_base"])
     motion = g.add("VDiT_LoadMotionModule", 0, motion_name=MODEL_FILES["motion_module"])
     motion_lora = g.add("VDiT_LoadMotionLoRA", 1, lora_name=MODEL_FILES["motion_lora"])
-    model = g.add("VDiT_ApplyMotionModule", 1, model=base[0], motion=motion[0], motion_lora=motion_lora[0])
+    model = g.add("VDiT_ApplyMotionModule", 1, model=base[0], motion_module=motion[0], motion_lora=motion_lora[0])
     latent = g.add("VDiT_EmptyLatentVideo", 2, vae=vae[0], width=512, height=512, length=SETTINGS["v1_frames"])
-    samples = _sampler(g, 3, model, positive, negative, latent[0], sampler_name=SETTINGS["v1_sampler"],
+    samples = _sampler(g, 3, model[0], positive[0], negative[0], latent[0], sampler_name=SETTINGS["v1_sampler"],
                        steps=SETTINGS["v1_steps"])
     _save_video(g, 4, vae, samples, "pixart_mm", fps=SETTINGS["v1_fps"])
 
@@ -274,7 +274,7 @@ def long_video(g: Graph):
                    length=SETTINGS["long_frames"])
     context = g.add("VDiT_ContextOptions", 1, context_length=SETTINGS["context_length"],
                     context_overlap=SETTINGS["context_overlap"])
-    samples = _sampler(g, 2, dit, positive, negative, latent[0], context_options=context[0])
+    samples = _sampler(g, 2, dit[0], positive[0], negative[0], latent[0], context_options=context[0])
     _save_video(g, 3, vae, samples, "long")
 
 

@@ -22,6 +22,8 @@ combo options), so a workflow can be checked where no ComfyUI runs.
 
 from __future__ import annotations
 
+import json
+
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 SEED_NAMES = ("seed", "noise_seed")
@@ -31,7 +33,8 @@ MUTED = 2
 
 def node_definition(node_id: str, cls, display_name: str | None = None) -> dict:
     """The ``/object_info`` entry of a classic (V1) node class, as ComfyUI's server builds it."""
-    inputs = cls.INPUT_TYPES()
+    # through JSON, as /object_info serves it (tuples become lists, e.g. tuple combos)
+    inputs = json.loads(json.dumps(cls.INPUT_TYPES()))
     outputs = list(cls.RETURN_TYPES)
     return {
         "input": inputs,
