@@ -20,16 +20,16 @@ import time
 
 import torch
 
-TINY = dict(num_attention_heads=2, attention_head_dim=32, in_channels=4, out_channels=8, num_layers=2,
-            cross_attention_dim=64, attention_bias=True, sample_size=16, patch_size=2,
-            activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_type="ada_norm_single",
-            norm_elementwise_affine=False, norm_eps=1e-6, caption_channels=32)
-HYBRID = dict(basic_block_type="global_motionmodule", motion_module_type="Vanilla", enable_uvit=True,
-              motion_module_kwargs_even=dict(num_attention_heads=2, num_transformer_block=1,
-                                             temporal_position_encoding=True),
-              motion_module_kwargs_odd=dict(num_attention_heads=2, num_transformer_block=1,
-                                            temporal_position_encoding=True,
-                                            attention_block_types=["Temporal_Self", "Global_Self"]))
+TINY = {"num_attention_heads": 2, "attention_head_dim": 32, "in_channels": 4, "out_channels": 8, "num_layers": 2,
+            "cross_attention_dim": 64, "attention_bias": True, "sample_size": 16, "patch_size": 2,
+            "activation_fn": "gelu-approximate", "num_embeds_ada_norm": 1000, "norm_type": "ada_norm_single",
+            "norm_elementwise_affine": False, "norm_eps": 1e-6, "caption_channels": 32}
+HYBRID = {"basic_block_type": "global_motionmodule", "motion_module_type": "Vanilla", "enable_uvit": True,
+              "motion_module_kwargs_even": {"num_attention_heads": 2, "num_transformer_block": 1,
+                                             "temporal_position_encoding": True},
+              "motion_module_kwargs_odd": {"num_attention_heads": 2, "num_transformer_block": 1,
+                                            "temporal_position_encoding": True,
+                                            "attention_block_types": ["Temporal_Self", "Global_Self"]}}
 
 
 def interleaved_medians(fns: dict, repeats: int, inner: int = 20) -> dict:
@@ -87,8 +87,8 @@ def bench_block_split(repeats: int) -> None:
             motion = block.attn_temporal
             tokens = x.view(b * frames, h * w, 64)
             medians = interleaved_medians({
-                "block": lambda: block(x, t6, context, None, frames, h, w),
-                "motion": lambda: motion(tokens, frames, h, w),
+                "block": lambda block=block: block(x, t6, context, None, frames, h, w),
+                "motion": lambda motion=motion, tokens=tokens: motion(tokens, frames, h, w),
             }, repeats)
             kinds = "+".join(a.mode for a in motion.temporal_transformer.transformer_blocks[0].attention_blocks)
             spatial = medians["block"] - medians["motion"]

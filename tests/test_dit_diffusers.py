@@ -9,19 +9,19 @@ from easyanimate_core.models.transformer import VideoTransformer
 
 diffusers = pytest.importorskip("diffusers")
 
-BASE = dict(num_attention_heads=2, attention_head_dim=32, in_channels=4, out_channels=8, num_layers=4,
-            cross_attention_dim=64, attention_bias=True, sample_size=16, patch_size=2,
-            activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_type="ada_norm_single",
-            norm_elementwise_affine=False, norm_eps=1e-6, caption_channels=32)
-HYBRID = dict(basic_block_type="global_motionmodule", motion_module_type="Vanilla", enable_uvit=True,
-              motion_module_kwargs_even=dict(num_attention_heads=2, num_transformer_block=1,
-                                             temporal_position_encoding=True),
-              motion_module_kwargs_odd=dict(num_attention_heads=2, num_transformer_block=1,
-                                            temporal_position_encoding=True,
-                                            attention_block_types=["Temporal_Self", "Global_Self"]))
-GRID = dict(basic_block_type="motionmodule", motion_module_type="VanillaGrid",
-            motion_module_kwargs=dict(num_attention_heads=2, num_transformer_block=1, block_size=2,
-                                      temporal_position_encoding=True))
+BASE = {"num_attention_heads": 2, "attention_head_dim": 32, "in_channels": 4, "out_channels": 8, "num_layers": 4,
+            "cross_attention_dim": 64, "attention_bias": True, "sample_size": 16, "patch_size": 2,
+            "activation_fn": "gelu-approximate", "num_embeds_ada_norm": 1000, "norm_type": "ada_norm_single",
+            "norm_elementwise_affine": False, "norm_eps": 1e-6, "caption_channels": 32}
+HYBRID = {"basic_block_type": "global_motionmodule", "motion_module_type": "Vanilla", "enable_uvit": True,
+              "motion_module_kwargs_even": {"num_attention_heads": 2, "num_transformer_block": 1,
+                                             "temporal_position_encoding": True},
+              "motion_module_kwargs_odd": {"num_attention_heads": 2, "num_transformer_block": 1,
+                                            "temporal_position_encoding": True,
+                                            "attention_block_types": ["Temporal_Self", "Global_Self"]}}
+GRID = {"basic_block_type": "motionmodule", "motion_module_type": "VanillaGrid",
+            "motion_module_kwargs": {"num_attention_heads": 2, "num_transformer_block": 1, "block_size": 2,
+                                      "temporal_position_encoding": True}}
 
 
 def _pixart():

@@ -11,14 +11,14 @@ from easyanimate_core.checkpoints import save_state_dict
 from easyanimate_core.models.embeddings import frame_pos_embed
 from easyanimate_core.models.transformer import VideoTransformer
 
-BASE = dict(num_attention_heads=2, attention_head_dim=32, in_channels=4, out_channels=8, num_layers=4,
-            cross_attention_dim=64, attention_bias=True, sample_size=16, patch_size=2,
-            activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_type="ada_norm_single",
-            norm_elementwise_affine=False, norm_eps=1e-6, caption_channels=32)
-V1 = dict(basic_block_type="motionmodule", motion_module_type="VanillaGrid", enable_uvit=False,
-          motion_module_kwargs=dict(num_attention_heads=2, num_transformer_block=1, block_size=2,
-                                    temporal_position_encoding=True,
-                                    attention_block_types=["Temporal_Self", "Temporal_Self"]))
+BASE = {"num_attention_heads": 2, "attention_head_dim": 32, "in_channels": 4, "out_channels": 8, "num_layers": 4,
+            "cross_attention_dim": 64, "attention_bias": True, "sample_size": 16, "patch_size": 2,
+            "activation_fn": "gelu-approximate", "num_embeds_ada_norm": 1000, "norm_type": "ada_norm_single",
+            "norm_elementwise_affine": False, "norm_eps": 1e-6, "caption_channels": 32}
+V1 = {"basic_block_type": "motionmodule", "motion_module_type": "VanillaGrid", "enable_uvit": False,
+          "motion_module_kwargs": {"num_attention_heads": 2, "num_transformer_block": 1, "block_size": 2,
+                                    "temporal_position_encoding": True,
+                                    "attention_block_types": ["Temporal_Self", "Temporal_Self"]}}
 
 
 def _random_model(config):
@@ -33,7 +33,7 @@ def _released_state(model):
     """The model's tensors plus the pe buffers the released files carry (max_len 4096)."""
     state = dict(model.state_dict())
     for name, module in model.named_modules():
-        if name.endswith("attention_blocks.0") or name.endswith("attention_blocks.1"):
+        if name.endswith(("attention_blocks.0", "attention_blocks.1")):
             state[name + ".pos_encoder.pe"] = frame_pos_embed(model.hidden_size, 4096, "cpu", torch.float32)[None]
     return state
 

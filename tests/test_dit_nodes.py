@@ -13,15 +13,15 @@ from easyanimate_core.models.handle import ModelHandle
 from easyanimate_core.models.lora import linear_layers
 from easyanimate_core.models.transformer import VideoTransformer
 
-BASE = dict(num_attention_heads=2, attention_head_dim=32, in_channels=4, out_channels=8, num_layers=2,
-            cross_attention_dim=64, attention_bias=True, sample_size=64, patch_size=2,
-            activation_fn="gelu-approximate", norm_type="ada_norm_single", norm_elementwise_affine=False,
-            norm_eps=1e-6, caption_channels=32)
-V1 = dict(basic_block_type="motionmodule", motion_module_type="VanillaGrid",
-          motion_module_kwargs=dict(num_attention_heads=8, num_transformer_block=1, block_size=2,
-                                    temporal_position_encoding=True, temporal_position_encoding_max_len=4096,
-                                    temporal_attention_dim_div=1,
-                                    attention_block_types=["Temporal_Self", "Temporal_Self"]))
+BASE = {"num_attention_heads": 2, "attention_head_dim": 32, "in_channels": 4, "out_channels": 8, "num_layers": 2,
+            "cross_attention_dim": 64, "attention_bias": True, "sample_size": 64, "patch_size": 2,
+            "activation_fn": "gelu-approximate", "norm_type": "ada_norm_single", "norm_elementwise_affine": False,
+            "norm_eps": 1e-6, "caption_channels": 32}
+V1 = {"basic_block_type": "motionmodule", "motion_module_type": "VanillaGrid",
+          "motion_module_kwargs": {"num_attention_heads": 8, "num_transformer_block": 1, "block_size": 2,
+                                    "temporal_position_encoding": True, "temporal_position_encoding_max_len": 4096,
+                                    "temporal_attention_dim_div": 1,
+                                    "attention_block_types": ["Temporal_Self", "Temporal_Self"]}}
 MOTION_Q = "transformer_blocks.{}.attn_temporal.temporal_transformer.transformer_blocks.0.attention_blocks.0.to_q"
 
 
@@ -125,9 +125,8 @@ def test_patched_restores_the_module_exactly(nodes, models_dir):
     (patched,) = nodes.VDiT_LoadLoRA().apply(patched, "style.safetensors", 0.5)
     (patched,) = nodes.VDiT_LoadDomainAdapter().apply(patched, "adapter.safetensors", 0.6)
     _sample(patched)
-    with pytest.raises(RuntimeError):
-        with patched.patched():
-            raise RuntimeError("sampling failed")  # restore happens on errors too
+    with pytest.raises(RuntimeError), patched.patched():
+        raise RuntimeError("sampling failed")  # restore happens on errors too
     for key, tensor in handle.model.state_dict().items():
         assert torch.equal(tensor, snapshot[key][0]) and tensor.data_ptr() == snapshot[key][1], key
     assert all(b.attn_temporal.motion_scale == 1.0 for b in handle.model.transformer_blocks)

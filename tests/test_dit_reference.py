@@ -19,10 +19,10 @@ from easyanimate_core.checkpoints import save_state_dict
 REF_DIR = os.environ.get("EASYANIMATE_REF_DIR")
 pytestmark = pytest.mark.skipif(not REF_DIR, reason="set EASYANIMATE_REF_DIR to an EasyAnimate checkout")
 
-BASE = dict(num_attention_heads=2, attention_head_dim=32, in_channels=4, out_channels=8, num_layers=28,
-            cross_attention_dim=64, attention_bias=True, sample_size=16, patch_size=2,
-            activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_type="ada_norm_single",
-            norm_elementwise_affine=False, norm_eps=1e-6, caption_channels=32)
+BASE = {"num_attention_heads": 2, "attention_head_dim": 32, "in_channels": 4, "out_channels": 8, "num_layers": 28,
+            "cross_attention_dim": 64, "attention_bias": True, "sample_size": 16, "patch_size": 2,
+            "activation_fn": "gelu-approximate", "num_embeds_ada_norm": 1000, "norm_type": "ada_norm_single",
+            "norm_elementwise_affine": False, "norm_eps": 1e-6, "caption_channels": 32}
 
 
 def _motion(heads, types_, block_size, **extra):
@@ -33,15 +33,15 @@ def _motion(heads, types_, block_size, **extra):
 
 EXTRA = {
     # The reference hard-codes its U-ViT constants for 28 blocks, hence 28 tiny blocks for v2/v3.
-    "v1": dict(basic_block_type="motionmodule", motion_module_type="VanillaGrid", num_layers=4,
-               motion_module_kwargs=_motion(4, ["Temporal_Self", "Temporal_Self"], 2)),
-    "v2": dict(basic_block_type="motionmodule", motion_module_type="Vanilla", enable_uvit=True,
-               motion_module_kwargs=_motion(4, ["Temporal_Self", "Temporal_Self"], 1)),
-    "v3": dict(basic_block_type="global_motionmodule", motion_module_type="Vanilla", enable_uvit=True, in_channels=12,
-               motion_module_kwargs_even=_motion(2, ["Temporal_Self", "Temporal_Self"], 1,
+    "v1": {"basic_block_type": "motionmodule", "motion_module_type": "VanillaGrid", "num_layers": 4,
+               "motion_module_kwargs": _motion(4, ["Temporal_Self", "Temporal_Self"], 2)},
+    "v2": {"basic_block_type": "motionmodule", "motion_module_type": "Vanilla", "enable_uvit": True,
+               "motion_module_kwargs": _motion(4, ["Temporal_Self", "Temporal_Self"], 1)},
+    "v3": {"basic_block_type": "global_motionmodule", "motion_module_type": "Vanilla", "enable_uvit": True, "in_channels": 12,
+               "motion_module_kwargs_even": _motion(2, ["Temporal_Self", "Temporal_Self"], 1,
                                                  remove_time_embedding_in_photo=False),
-               motion_module_kwargs_odd=_motion(2, ["Temporal_Self", "Global_Self"], 1,
-                                                remove_time_embedding_in_photo=False)),
+               "motion_module_kwargs_odd": _motion(2, ["Temporal_Self", "Global_Self"], 1,
+                                                remove_time_embedding_in_photo=False)},
 }
 
 
@@ -86,9 +86,9 @@ def test_released_layout_reproduces_the_reference(version, reference_class, tmp_
     mask[1, 5:] = 0
     kw = {}
     if version == "v3":
-        kw = dict(inpaint_latents=torch.randn(b, 8, frames, 8, 12, generator=g),
-                  clip_encoder_hidden_states=torch.randn(b, 768, generator=g),
-                  clip_attention_mask=torch.tensor([[1.0] * 8, [0.0] * 8]))
+        kw = {"inpaint_latents": torch.randn(b, 8, frames, 8, 12, generator=g),
+                  "clip_encoder_hidden_states": torch.randn(b, 768, generator=g),
+                  "clip_attention_mask": torch.tensor([[1.0] * 8, [0.0] * 8])}
     with torch.no_grad():
         expected = ref(x, encoder_hidden_states=enc, timestep=t, encoder_attention_mask=mask, return_dict=False,
                        added_cond_kwargs={"resolution": None, "aspect_ratio": None}, **kw)[0]

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Optional
 
 import torch
 
@@ -40,13 +39,13 @@ from .transformer import VideoTransformer
 @dataclass(frozen=True)
 class ModelHandle:
     model: VideoTransformer
-    motion: Optional[MotionModuleSet] = None
+    motion: MotionModuleSet | None = None
     motion_loras: tuple = ()  # ((LoraWeights, strength), ...) resolved against the motion modules
     loras: tuple = ()  # ((LoraWeights, strength), ...) LoRAs and domain adapters, in order
     motion_scale: float = 1.0
 
     # ----- building (never mutates) -------------------------------------------------------------
-    def with_motion(self, motion: MotionModuleSet, motion_loras=(), motion_scale: float = 1.0) -> "ModelHandle":
+    def with_motion(self, motion: MotionModuleSet, motion_loras=(), motion_scale: float = 1.0) -> ModelHandle:
         model = self.model
         if motion.hidden_size != model.hidden_size or motion.depth != model.depth:
             raise InputError(f"{motion.source} has hidden size {motion.hidden_size} and {motion.depth} blocks but the "
@@ -54,10 +53,10 @@ class ModelHandle:
                              f"trained for this DiT.")
         return replace(self, motion=motion, motion_loras=tuple(motion_loras), motion_scale=float(motion_scale))
 
-    def with_lora(self, weights: LoraWeights, strength: float) -> "ModelHandle":
+    def with_lora(self, weights: LoraWeights, strength: float) -> ModelHandle:
         return replace(self, loras=self.loras + ((weights, float(strength)),))
 
-    def with_motion_scale(self, motion_scale: float) -> "ModelHandle":
+    def with_motion_scale(self, motion_scale: float) -> ModelHandle:
         return replace(self, motion_scale=float(motion_scale))
 
     # ----- what the model looks like while patched ---------------------------------------------

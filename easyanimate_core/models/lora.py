@@ -24,9 +24,9 @@ model starts unchanged): :func:`add_trainable_lora` / :func:`trainable_lora_stat
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -73,8 +73,8 @@ class LoraWeights:
     notes: list = field(default_factory=list)
 
 
-def load_lora(source, layers: dict[str, Linear], kind: str = "lora", adapter_config: Optional[dict] = None,
-              name: Optional[str] = None) -> LoraWeights:
+def load_lora(source, layers: dict[str, Linear], kind: str = "lora", adapter_config: dict | None = None,
+              name: str | None = None) -> LoraWeights:
     """Read a LoRA file (or state dict) and resolve it against ``layers`` (see :func:`linear_layers`;
     for a MotionLoRA, the layers of the motion modules it will modify).
 
@@ -114,7 +114,7 @@ def load_lora(source, layers: dict[str, Linear], kind: str = "lora", adapter_con
     return LoraWeights(dict(normalized), kind, name, normalized.format, notes)
 
 
-def _peft_adapter_config(path) -> Optional[dict]:
+def _peft_adapter_config(path) -> dict | None:
     import json
     from pathlib import Path
 
@@ -162,7 +162,7 @@ class AppliedLoras:
 
 
 def apply_loras(layers: dict[str, Linear], patches: Iterable[tuple[LoraWeights, float]],
-                merge: Optional[bool] = None) -> AppliedLoras:
+                merge: bool | None = None) -> AppliedLoras:
     """Put every (LoRA, strength) of ``patches`` on ``layers`` (stacked: their updates add up).
 
     ``merge=None`` merges into float weights and uses runtime adapters for fp8-stored ones.
@@ -203,7 +203,7 @@ def apply_loras(layers: dict[str, Linear], patches: Iterable[tuple[LoraWeights, 
 
 
 @contextmanager
-def loras_applied(layers: dict[str, Linear], patches, merge: Optional[bool] = None):
+def loras_applied(layers: dict[str, Linear], patches, merge: bool | None = None):
     """``with loras_applied(linear_layers(model), [(lora, 0.8)]): ...`` - removed on exit."""
     applied = apply_loras(layers, patches, merge)
     try:
@@ -218,7 +218,7 @@ TRAINABLE_ATTR = "trainable_lora"
 
 
 def add_trainable_lora(model: nn.Module, target: str = "all", rank: int = 128,
-                       alpha: Optional[float] = None) -> list[nn.Parameter]:
+                       alpha: float | None = None) -> list[nn.Parameter]:
     """Wrap the ``target`` Linear layers ("all" | "motion" = motion-module attention q/k/v/out |
     "spatial_attention" = attn1/attn2 q/k/v/out) with trainable adapters: ``down`` Kaiming-uniform,
     ``up`` zero, scale ``alpha / rank`` (alpha defaults to rank). The adapters are registered

@@ -23,8 +23,6 @@ ff.net.2, ff_norm}, proj_out}``.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,7 +49,7 @@ MOTION_DEFAULTS = {
 MOTION_MODULE_TYPES = ("Vanilla", "VanillaGrid")
 
 
-def motion_options(kwargs: Optional[dict], motion_module_type: str) -> dict:
+def motion_options(kwargs: dict | None, motion_module_type: str) -> dict:
     """Reference motion-module kwargs + type -> validated options with defaults filled in."""
     if motion_module_type not in MOTION_MODULE_TYPES:
         raise InputError(f"motion_module_type {motion_module_type!r} is not supported; "
@@ -205,7 +203,7 @@ class MotionModuleSet:
         self.state_dict, self.config, self.preset, self.source = state_dict, config, preset, source
         facts = motion_module_facts(state_dict, source)
         self.hidden_size, self.depth = facts["hidden_size"], facts["depth"]
-        self._modules: Optional[nn.ModuleList] = None
+        self._modules: nn.ModuleList | None = None
 
     def check_fits(self, hidden_size: int, depth: int) -> None:
         from ..checkpoints import check_motion_module_fits
@@ -239,7 +237,7 @@ class MotionModuleSet:
         return self._modules
 
 
-def load_motion_module(source, config=None, preset: Optional[str] = None) -> MotionModuleSet:
+def load_motion_module(source, config=None, preset: str | None = None) -> MotionModuleSet:
     """A standalone motion-module file (or a full transformer file, whose motion modules are
     taken), or a state dict. ``config``: a preset name, or a dict whose motion keys override
     ``preset`` ("v1" by default: the only standalone release)."""

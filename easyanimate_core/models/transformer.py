@@ -32,9 +32,6 @@ yaml's ``transformer_additional_kwargs``); see :func:`model_options`.
 
 from __future__ import annotations
 
-import math
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -185,7 +182,7 @@ class Projection(nn.Module):
 class DiTBlock(nn.Module):
     """One PixArt block with a motion module between self- and cross-attention."""
 
-    def __init__(self, o: dict, motion: Optional[dict]):
+    def __init__(self, o: dict, motion: dict | None):
         super().__init__()
         dim = o["dim"]
         self.eps = o["eps"]
@@ -230,10 +227,10 @@ class VideoTransformer(nn.Module):
             self.clip_projection = Projection(CLIP_CHANNELS, dim * CLIP_TOKENS)
             zero_(self.clip_projection.linear_2)
         self.gradient_checkpointing = False
-        self.compute_dtype: Optional[torch.dtype] = None  # None: the dtype of the weights
+        self.compute_dtype: torch.dtype | None = None  # None: the dtype of the weights
 
     @classmethod
-    def from_config(cls, config: dict) -> "VideoTransformer":
+    def from_config(cls, config: dict) -> VideoTransformer:
         return cls(config)
 
     # ----- properties used by loaders, nodes and the sampler -----------------------------------
@@ -269,7 +266,7 @@ class VideoTransformer(nn.Module):
         """Recompute each block in the backward pass instead of storing its activations."""
         self.gradient_checkpointing = enabled
 
-    def set_weight_dtype(self, weight_dtype: torch.dtype, compute_dtype: Optional[torch.dtype] = None) -> "VideoTransformer":
+    def set_weight_dtype(self, weight_dtype: torch.dtype, compute_dtype: torch.dtype | None = None) -> VideoTransformer:
         """Store weights in ``weight_dtype`` and compute in ``compute_dtype`` (default: the same).
 
         fp8 (``torch.float8_e4m3fn`` / ``float8_e5m2``): only the weights of Linear layers are stored
@@ -289,11 +286,11 @@ class VideoTransformer(nn.Module):
 
     # ----- forward ------------------------------------------------------------------------------
     def forward(self, hidden_states: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
-                encoder_attention_mask: Optional[torch.Tensor] = None,
-                inpaint_latents: Optional[torch.Tensor] = None,
-                clip_encoder_hidden_states: Optional[torch.Tensor] = None,
-                clip_attention_mask: Optional[torch.Tensor] = None,
-                added_cond_kwargs: Optional[dict] = None) -> torch.Tensor:
+                encoder_attention_mask: torch.Tensor | None = None,
+                inpaint_latents: torch.Tensor | None = None,
+                clip_encoder_hidden_states: torch.Tensor | None = None,
+                clip_attention_mask: torch.Tensor | None = None,
+                added_cond_kwargs: dict | None = None) -> torch.Tensor:
         """Predict (B, out_channels, F, H, W) from latents ``hidden_states`` (B, C, F, H, W).
 
         ``timestep``: (B,) or a scalar; ``encoder_hidden_states``: (B, L, caption_channels) T5
@@ -420,8 +417,8 @@ def uvit_pairs(depth: int) -> list[tuple[int, int]]:
 NEW_PARTS = ("attn_temporal.", "long_connect_fc.", "clip_projection.")
 
 
-def load_transformer(path, motion_module=None, config=None, dtype: Optional[torch.dtype] = None,
-                     device=None, compute_dtype: Optional[torch.dtype] = None) -> VideoTransformer:
+def load_transformer(path, motion_module=None, config=None, dtype: torch.dtype | None = None,
+                     device=None, compute_dtype: torch.dtype | None = None) -> VideoTransformer:
     """Load the video DiT from a released ``transformer/`` folder (config.json + weights), a model
     folder containing ``transformer/``, or a single weights file (full EasyAnimate transformer,
     PixArt base in diffusers or original layout).
