@@ -53,8 +53,10 @@ def test_dit_motion_trains_only_motion_modules_and_exports_them(setup, image_dit
     out = tmp_path / "motion"
     cfg = dit_yaml(tmp_path / "motion.yaml", models, data, out,
                    model={"pretrained": str(image_dit / "transformer"), "motion_config": motion_config()},
-                   data={"random_frame_crop": True}, train={"steps": 3})
+                   data={"random_frame_crop": True}, train={"steps": 3, "validation_every": 3},
+                   validation={"prompts": ["a square"], "steps": 2, "width": 32, "height": 32, "frames": 8})
     assert main("dit-motion", ["--config", cfg]) == 0
+    assert (out / "validation" / "step-00000003-0.mp4").stat().st_size > 0    # sampled with the pipeline
     base = load_file(image_dit / "transformer" / "diffusion_pytorch_model.safetensors")
     video = load_file(out / "transformer" / "diffusion_pytorch_model.safetensors")
     assert all(torch.equal(base[k], video[k]) for k in base)          # the image DiT is frozen

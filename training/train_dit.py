@@ -239,10 +239,10 @@ def export_motion_module(model, path: Path) -> None:
 
 # ---------------------------------------------------------------- the run
 
-def run(command: str, cfg: dict, resume, adapt=None, export=None) -> int:
+def run(command: str, cfg: dict, resume, adapt=None, export=None, transform=None) -> int:
     """Shared by the DiT and LoRA trainers. ``adapt(model, cfg) -> param groups`` replaces the
     name-pattern selection (the LoRA trainer injects its adapters there); ``export(model, cfg)``
-    replaces the transformer export."""
+    replaces the transformer export; ``transform(video, generator)`` augments training clips."""
     from easyanimate_core.sampling.schedule import NoiseSchedule
     from training.losses import DiffusionTerms, diffusion_loss, sample_timesteps
 
@@ -282,7 +282,7 @@ def run(command: str, cfg: dict, resume, adapt=None, export=None) -> int:
     entries = data_lib.load_entries(dcfg["metadata"], dcfg["root"])
     plan = data_lib.BatchPlan(entries, dcfg, tcfg["seed"], interval=vae.mini_batch_encoder,
                               rank=accelerator.process_index, world_size=accelerator.num_processes)
-    pixels = data_lib.MediaDataset(entries, dcfg, crop="center", transform=getattr(adapt, "transform", None))
+    pixels = data_lib.MediaDataset(entries, dcfg, crop="center", transform=transform)
     dataset = pixels
     if cfg["cache"]["dir"]:
         from easyanimate_core.progress import console

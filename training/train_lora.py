@@ -1,0 +1,92 @@
+"""LoRA training on the video DiT: plain LoRA, MotionLoRA and the domain adapter.
+
+    python training/run.py lora            --config training/configs/lora.yaml [key=value ...]
+    python training/run.py motion-lora     --config training/configs/motion_lora.yaml
+    python training/run.py domain-adapter  --config training/configs/domain_adapter.yaml
+
+The base transformer stays frozen; trainable low-rank adapters (``down`` random, ``up`` zero, so
+training starts from the base model exactly) are put on ``lora.target`` layers:
+
+* ``lora`` - every Linear of the DiT (EasyAnimate's kohya-style LoRA, rank 128, alpha 64);
+* ``motion-lora`` - motion-module attention q/k/v/out only (AnimateDiff's MotionLoRA), trained
+  on a few reference videos with rule-based camera-motion augmentation (zoom, pan);
+* ``domain-adapter`` - image attention (attn1/attn2) q/k/v/out only, trained on static frames
+  sampled from videos, so motion modules trained afterwards need not absorb the data's look.
+
+The result is one file, ``<output_dir>/<lora.file_name>``, in the published layout of
+``lora.format`` ("kohya", "peft" (+ adapter_config.json) or "motion_lora"), loadable at any
+strength by the pack's LoRA loaders. Everything else (data, diffusion loss, accelerate, resume)
+is the DiT trainer's.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from training.config import _merge, parse_args
+from training.train_dit import DEFAULTS as DIT_DEFAULTS, run
+
+LORA_DEFAULTS = _merge(copy.deepcopy(DIT_DEFAULTS), {
+    "train": {"output_dir": "outputs/lora", "lr": 1e-4, "ema": False, "warmup_steps": 0, "weight_decay": 1e-2,
+              "adam_eps": 1e-8},
+    "data": {"frames": 16},
+}, "LoRA defaults")
+LORA_DEFAULTS["lora"] = {"target": "all",          # all | motion | spatial_attention
+                         "rank": 128,
+                         "alpha": 64.0,            # scale = alpha / rank
+                         "format": "kohya",        # kohya | peft | motion_lora
+                         "file_name": "lora.safetensors"}
+LORA_DEFAULTS["augment"] = {"camera_moves": [],    # e.g. [zoom_in]; empty: no camera augmentation
+                            "camera_strength": 0.25}
+
+STAGE_DEFAULTS = {
+    "lora": {},
+    # MotionLoRA files carry no alpha (the loader's scale applies), so train at scale 1
+    "motion-lora": {"lora": {"target": "motion", "rank": 64, "alpha": 64.0, "format": "motion_lora",
+                             "file_name": "motion_lora.safetensors"},
+                    "data": {"types": "video"}, "train": {"output_dir": "outputs/motion_lora"}},
+    "domain-adapter": {"lora": {"target": "spatial_attention", "rank": 128, "alpha": 128.0,
+                                "format": "motion_lora", "file_name": "domain_adapter.safetensors"},
+                       "data": {"types": "video", "frames": 1, "static_frames": True},
+                       "train": {"output_dir": "outputs/domain_adapter"}},
+}
+
+
+def command_defaults(command: str) -> dict:
+    return _merge(copy.deepcopy(LORA_DEFAULTS), STAGE_DEFAULTS[command], "stage defaults")
+
+
+def add_adapters(model, cfg) -> list[dict]:
+    from easyanimate_core.models.lora import add_trainable_lora
+
+    lcfg = cfg["lora"]
+    model.requires_grad_(False)
+    params = add_trainable_lora(model, lcfg["target"], int(lcfg["rank"]), float(lcfg["alpha"]))
+    return [{"params": params, "lr": cfg["train"]["lr"]}]
+
+
+def export_lora(model, cfg) -> Path:
+    from easyanimate_core.checkpoints import save_state_dict
+    from easyanimate_core.models.lora import trainable_lora_state_dict
+
+    lcfg = cfg["lora"]
+    out = Path(cfg["train"]["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / lcfg["file_name"]
+    save_state_dict(path, trainable_lora_state_dict(model, lcfg["format"]),
+                    metadata={"target": lcfg["target"], "rank": str(lcfg["rank"]), "alpha": str(lcfg["alpha"])})
+    if lcfg["format"] == "peft":
+        (out / "adapter_config.json").write_text(json.dumps(
+            {"peft_type": "LORA", "r": int(lcfg["rank"]), "lora_alpha": float(lcfg["alpha"])}, indent=2))
+    return path
+
+
+def main(command: str, argv) -> int:
+    from training.augment import CameraAugment
+
+    cfg, resume = parse_args(command, argv, command_defaults(command), __doc__.split("\n\n")[0])
+    moves = cfg["augment"]["camera_moves"]
+    transform = CameraAugment(moves, cfg["augment"]["camera_strength"]) if moves else None
+    return run(command, cfg, resume, adapt=add_adapters, export=export_lora, transform=transform)
