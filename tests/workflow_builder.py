@@ -27,7 +27,7 @@ MODEL_FILES = {
     "vae": "vdit_default/vae",
     "t5": "vdit_default/text_encoder",
     "clip_vision": "vdit_default/image_encoder",
-    "pixart_base": "vdit_default/pixart_base.safetensors",
+    "pixart_base": "vdit_default/pixart_base",
     "motion_module": "vdit_default/motion_module.safetensors",
     "motion_lora": "vdit_default/motion_lora.safetensors",
 }

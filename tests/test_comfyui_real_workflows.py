@@ -1,0 +1,310 @@
+"""Every workflow in workflows/ through a real ComfyUI (COMFYUI_DIR) on CPU.
+
+Tiny random models are written into the server's models/easyanimate folder in the published
+layouts, under the names the workflows use; input pictures and a video go into its input folder.
+Each workflow is converted to the API format as the frontend would, shrunk to 32x32 pixels and
+two steps (the tiny models' size), submitted through /prompt with its UI graph in extra_pnginfo,
+followed on the websocket to the end, and its saved video / image is fetched through /history and
+/view and decoded. Also: per-step progress with preview frames, /interrupt stopping a long
+sampling run within one step, cached loaders on a re-run, and server memory over three runs.
+Skips without COMFYUI_DIR.
+"""
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import comfyui_server
+import workflow_builder
+import workflow_format as wf
+from comfyui_server import PACK_FOLDER, comfyui_fixture
+
+pytestmark = pytest.mark.comfyui
+comfyui = comfyui_fixture(extra_args=["--preview-method", "latent2rgb"])
+
+
+def _fuller_torchvision_stub(directory):
+    """The harness's torchvision stand-in plus the modules and names transformers imports at
+    import time when it finds a torchvision (the CLIP image encoder loads through them)."""
+    found = _harness_stub(directory)
+    if found is not None:
+        package = Path(found) / "torchvision"
+        (package / "__init__.py").write_text("__version__ = '0.28.0'\nfrom . import io, models, transforms\n")
+        (package / "io.py").write_text("")
+        (package / "transforms" / "__init__.py").write_text(
+            "import enum\nfrom . import functional, v2\n\n\nclass InterpolationMode(enum.Enum):\n"
+            "    NEAREST = 'nearest'\n    BILINEAR = 'bilinear'\n    BICUBIC = 'bicubic'\n    BOX = 'box'\n"
+            "    HAMMING = 'hamming'\n    LANCZOS = 'lanczos'\n    NEAREST_EXACT = 'nearest-exact'\n")
+        (package / "transforms" / "functional.py").write_text("def pil_to_tensor(picture):\n"
+                                                             "    raise NotImplementedError\n")
+        (package / "transforms" / "v2").mkdir(exist_ok=True)
+        (package / "transforms" / "v2" / "__init__.py").write_text("from . import functional\n")
+        (package / "transforms" / "v2" / "functional.py").write_text("")
+    return found
+
+
+_harness_stub = comfyui_server.torchvision_stub
+comfyui_server.torchvision_stub = _fuller_torchvision_stub
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE, FRAMES, LONG_FRAMES, STEPS = 32, 9, 33, 2
+INPUT_FPS = 8
+UPLOAD_COMBOS = frozenset({("LoadImage", "image"), ("LoadVideo", "file")})
+
+
+# --------------------------------------------------------------------------- tiny models, inputs
+
+def _install_models(models: Path) -> None:
+    """The files of workflow_builder.MODEL_FILES, as tiny random models in published layouts."""
+    from tiny_models import save_clip, save_dit, save_vae, tiny_dit_config
+    from tiny_text import write_tiny_text_encoder
+
+    from easyanimate_core.checkpoints import LoraPair, lora_state_dict, save_state_dict
+    from easyanimate_core.models.lora import linear_layers
+    from easyanimate_core.models.transformer import VideoTransformer
+
+    names = {key: models / "easyanimate" / name for key, name in workflow_builder.MODEL_FILES.items()}
+    save_dit(names["dit"], in_channels=12)                  # an InP model: t2v, i2v and v2v
+    save_vae(names["vae"])
+    text = write_tiny_text_encoder(models / "scratch_text")
+    (text / "text_encoder").rename(names["t5"])
+    (text / "tokenizer").rename(names["t5"].parent / "tokenizer")
+    save_clip(names["clip_vision"])
+
+    # v1 style: a PixArt base (no motion modules), a standalone grid motion module, a MotionLoRA
+    torch.manual_seed(1)
+    pixart = {k: v for k, v in tiny_dit_config(4).items() if not k.startswith(("motion_module", "basic_block",
+                                                                                "enable_uvit"))}
+    v1 = {**pixart, "num_attention_heads": 2, "attention_head_dim": 32, "cross_attention_dim": 64,
+          "basic_block_type": "motionmodule", "motion_module_type": "VanillaGrid",
+          "motion_module_kwargs": {"num_attention_heads": 8, "num_transformer_block": 1, "block_size": 2,
+                                   "temporal_position_encoding": True, "temporal_position_encoding_max_len": 4096,
+                                   "temporal_attention_dim_div": 1,
+                                   "attention_block_types": ["Temporal_Self", "Temporal_Self"]}}
+    video = VideoTransformer.from_config(v1).eval()
+    with torch.no_grad():
+        for p in video.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    state = video.state_dict()
+    base = names["pixart_base"]
+    base.mkdir(parents=True)
+    base_config = {k: v for k, v in v1.items() if not k.startswith(("motion_module", "basic_block"))}
+    (base / "config.json").write_text(json.dumps(base_config))
+    save_state_dict(base / "diffusion_pytorch_model.safetensors",
+                    {k: v for k, v in state.items() if "temporal" not in k})
+    save_state_dict(names["motion_module"], {k: v for k, v in state.items() if "temporal" in k})
+    layers = linear_layers(video)
+    query = "transformer_blocks.{}.attn_temporal.temporal_transformer.transformer_blocks.0.attention_blocks.0.to_q"
+    pairs = {query.format(i): LoraPair(torch.randn(2, layers[query.format(i)].in_features) * 0.2,
+                                       torch.randn(layers[query.format(i)].out_features, 2) * 0.2, 1.0)
+             for i in range(2)}
+    save_state_dict(names["motion_lora"], lora_state_dict(pairs, "motion_lora"))
+
+
+def _install_inputs(folder: Path) -> None:
+    import av
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for key in ("start_image", "end_image"):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(folder / workflow_builder.INPUT_FILES[key])
+    with av.open(str(folder / workflow_builder.INPUT_FILES["video"]), "w") as container:
+        stream = container.add_stream("libx264", rate=INPUT_FPS)
+        stream.width, stream.height, stream.pix_fmt = SIZE, SIZE, "yuv420p"
+        for _ in range(12):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+@pytest.fixture(scope="module")
+def server(comfyui):
+    _install_models(comfyui.base_dir / "models")
+    _install_inputs(comfyui.base_dir / "input")
+    return comfyui
+
+
+@pytest.fixture(scope="module")
+def definitions(server):
+    """The definitions the server itself serves: our nodes and the native ones, as installed."""
+    return server.object_info()
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _workflow(name):
+    return json.loads((ROOT / "workflows" / name).read_text())
+
+
+def _shrink(prompt: dict, frames: int = FRAMES, steps: int = STEPS) -> dict:
+    """The same graph at the tiny models' size and two steps."""
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] in ("VDiT_EmptyLatentVideo", "VDiT_ImageToVideo"):
+            inputs.update(width=SIZE, height=SIZE, length=1 if inputs["length"] == 1 else frames)
+        elif node["class_type"] == "VDiT_Sampler":
+            inputs["steps"] = steps
+        elif node["class_type"] == "VDiT_ContextOptions":
+            inputs.update(context_length=4, context_overlap=1)
+    return prompt
+
+
+def _prompt(name, definitions, **shrink):
+    flow = _workflow(name)
+    prompt = wf.ui_to_api(flow, definitions)
+    assert wf.check_prompt(prompt, definitions, UPLOAD_COMBOS) == []
+    return _shrink(prompt, **shrink), flow
+
+
+def _run(server, prompt, flow, timeout=600):
+    prompt_id, messages = server.run(prompt, timeout=timeout, extra_data={"extra_pnginfo": {"workflow": flow}})
+    types = [m["type"] for m in messages if isinstance(m, dict)]
+    assert "execution_success" in types, (
+        [m for m in messages if isinstance(m, dict) and m["type"] == "execution_error"], server.log_tail())
+    return prompt_id, messages
+
+
+def _saved(server, prompt_id, prompt, class_type):
+    node_id = next(k for k, n in prompt.items() if n["class_type"] == class_type)
+    files = server.history(prompt_id)["outputs"][node_id]["images"]
+    assert len(files) == 1
+    return server.view(files[0]["filename"], files[0]["subfolder"], files[0]["type"]), files[0]
+
+
+def _video_facts(data: bytes):
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+        return len(frames), frames[0].shape[:2], float(stream.average_rate)
+
+
+# --------------------------------------------------------------------------- the workflows
+
+VIDEO_CASES = {
+    "text_to_video.json": (FRAMES, workflow_builder.SETTINGS["fps"]),
+    "image_to_video.json": (FRAMES, workflow_builder.SETTINGS["fps"]),
+    "video_to_video.json": (FRAMES, INPUT_FPS),
+    "pixart_motion_module.json": (FRAMES, workflow_builder.SETTINGS["v1_fps"]),
+    "long_video_context_windows.json": (LONG_FRAMES, workflow_builder.SETTINGS["fps"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VIDEO_CASES), ids=lambda n: n[:-5])
+def test_video_workflow_runs_and_saves_the_video(server, definitions, name):
+    frames, fps = VIDEO_CASES[name]
+    prompt, flow = _prompt(name, definitions, frames=frames)
+    prompt_id, _ = _run(server, prompt, flow)
+    data, saved = _saved(server, prompt_id, prompt, "SaveVideo")
+    count, size, rate = _video_facts(data)
+    print(f"{name}: {saved['filename']} {count} frames {size[1]}x{size[0]} at {rate:g} fps")
+    assert (count, size, rate) == (frames, (SIZE, SIZE), fps)
+
+
+def test_text_to_image_saves_one_picture(server, definitions):
+    from PIL import Image
+
+    prompt, flow = _prompt("text_to_image.json", definitions)
+    prompt_id, _ = _run(server, prompt, flow)
+    data, _ = _saved(server, prompt_id, prompt, "SaveImage")
+    assert Image.open(io.BytesIO(data)).size == (SIZE, SIZE)
+
+
+def test_sampler_reports_every_step_with_previews(server, definitions):
+    prompt, flow = _prompt("text_to_video.json", definitions, steps=4)
+    sampler = next(k for k, n in prompt.items() if n["class_type"] == "VDiT_Sampler")
+    prompt[sampler]["inputs"]["seed"] = 1234  # not cached from another test
+    _, messages = _run(server, prompt, flow)
+    progress = [m["data"] for m in messages if isinstance(m, dict) and m["type"] == "progress"
+                and m["data"]["node"] == sampler]
+    assert [(p["value"], p["max"]) for p in progress] == [(i, 4) for i in range(1, 5)]
+    previews = [m for m in messages if isinstance(m, bytes)]
+    assert len(previews) >= 4  # one preview image per step (JPEG after an 8-byte header)
+    assert any(b"\xff\xd8" in frame[:16] for frame in previews)
+
+
+def test_interrupt_stops_sampling_within_one_step_and_the_server_recovers(server, definitions):
+    import threading
+    import time
+    import uuid
+
+    import websocket
+
+    prompt, flow = _prompt("text_to_video.json", definitions, frames=LONG_FRAMES, steps=1000)
+    sampler = next(k for k, n in prompt.items() if n["class_type"] == "VDiT_Sampler")
+    client_id, stamped, started = uuid.uuid4().hex, [], threading.Event()
+    ws = websocket.WebSocket()
+    ws.connect(f"ws://127.0.0.1:{server.port}/ws?clientId={client_id}", timeout=600)
+
+    def listen():  # every JSON message with its arrival time, until the prompt's end marker
+        while True:
+            frame = ws.recv()
+            if isinstance(frame, bytes):
+                continue
+            message = json.loads(frame)
+            stamped.append((time.monotonic(), message))
+            data = message.get("data", {})
+            if message["type"] == "progress" and data.get("node") == sampler and data["value"] >= 3:
+                started.set()
+            if message["type"] == "executing" and data.get("node") is None and data.get("prompt_id"):
+                return
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    server.queue_prompt(prompt, client_id)
+    assert started.wait(300), "sampling did not start"
+    interrupted_at = time.monotonic()
+    server.interrupt()
+    listener.join(timeout=300)
+    ws.close()
+    types = [message["type"] for _, message in stamped]
+    assert "execution_interrupted" in types and "execution_success" not in types
+    steps = [(t, m["data"]["value"]) for t, m in stamped if m["type"] == "progress" and m["data"]["node"] == sampler]
+    after = [value for t, value in steps if t > interrupted_at]
+    ended = next(t for t, m in stamped if m["type"] == "execution_interrupted")
+    step_time = (steps[-1][0] - steps[0][0]) / max(1, len(steps) - 1)
+    print(f"/interrupt at step {steps[-1][1] - len(after)} of 1000: {len(after)} more step(s) reported, run "
+          f"ended {ended - interrupted_at:.2f} s later (a step takes about {step_time * 1000:.0f} ms)")
+    assert len(after) <= 1  # the step in flight completes; no further step starts
+
+    # healthy afterwards: the next prompt runs to the end
+    again, flow = _prompt("text_to_video.json", definitions)
+    prompt_id, _ = _run(server, again, flow)
+    assert _video_facts(_saved(server, prompt_id, again, "SaveVideo")[0])[0] == FRAMES
+
+
+def test_reruns_reuse_the_loaders_and_memory_does_not_grow(server, definitions):
+    import psutil
+
+    prompt, flow = _prompt("text_to_video.json", definitions, frames=17)
+    sampler = next(k for k, n in prompt.items() if n["class_type"] == "VDiT_Sampler")
+    loaders = {k for k, n in prompt.items() if n["class_type"].startswith("VDiT_Load")}
+    process = psutil.Process(server.process.pid)
+    rss = []
+    for run in range(3):
+        prompt[sampler]["inputs"]["seed"] = 500 + run  # as 'randomize' would: the sampler runs again
+        _, messages = _run(server, prompt, flow)
+        cached = {node for m in messages if isinstance(m, dict) and m["type"] == "execution_cached"
+                  for node in m["data"]["nodes"]}
+        executed = {m["data"]["node"] for m in messages if isinstance(m, dict) and m["type"] == "executing"
+                    and m["data"]["node"] is not None}
+        if run:
+            assert loaders <= cached and not loaders & executed
+        assert sampler in executed
+        rss.append(process.memory_info().rss)
+    print("ComfyUI server RSS after runs 1-3: " + ", ".join(f"{r / 2**20:.1f} MiB" for r in rss)
+          + f" (growth after the first run: {(max(rss[1:]) - rss[0]) / 2**20:+.1f} MiB)")
+    assert max(rss[1:]) <= rss[0] + 16 * 2**20
+
+
+def test_pack_web_files_are_served(server):
+    assert any(PACK_FOLDER in path and path.endswith("vdit_frames.js") for path in server.get_json("/extensions"))
+    doc = server._request(f"/extensions/{PACK_FOLDER}/docs/VDiT_Sampler.md").decode()
+    assert doc.startswith("# EasyAnimate Sampler")
