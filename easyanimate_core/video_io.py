@@ -11,10 +11,10 @@ single frame is written as a PNG instead, because a one-frame video is an image.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -71,7 +71,7 @@ def probe_video(path) -> VideoInfo:
         container.close()
 
 
-def iter_frames(path, start: int = 0, end: Optional[int] = None, step: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+def iter_frames(path, start: int = 0, end: int | None = None, step: int = 1) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(index, frame)`` for frames ``start, start+step, ...`` below ``end``, decoding
     sequentially (exact for any codec; frames before ``start`` are decoded and dropped)."""
     if step < 1:
@@ -93,14 +93,14 @@ def iter_frames(path, start: int = 0, end: Optional[int] = None, step: int = 1) 
         container.close()
 
 
-def read_video(path, indices: Optional[Sequence[int]] = None) -> tuple[np.ndarray, float]:
+def read_video(path, indices: Sequence[int] | None = None) -> tuple[np.ndarray, float]:
     """All frames, or the frames at ``indices`` (in the given order, repeats allowed), as
     ``(F, H, W, 3)`` uint8, plus the frame rate."""
     fps = probe_video(path).fps
     if indices is None:
         frames = [frame for _, frame in iter_frames(path)]
     else:
-        wanted = sorted(set(int(i) for i in indices))
+        wanted = sorted({int(i) for i in indices})
         if wanted and wanted[0] < 0:
             raise InputError(f"frame indices must be >= 0, got {wanted[0]} for {path}")
         found = dict(iter_frames(path, end=wanted[-1] + 1 if wanted else 0))
@@ -121,7 +121,7 @@ def sample_indices(num_frames: int, count: int) -> list[int]:
         raise InputError("cannot sample frames from a video with no frames")
     if count == 1:
         return [num_frames // 2]
-    return sorted(set(int(i) for i in np.linspace(0, num_frames, count, endpoint=False)))
+    return sorted({int(i) for i in np.linspace(0, num_frames, count, endpoint=False)})
 
 
 class VideoWriter:

@@ -12,7 +12,7 @@ from easyanimate_core.video_io import write_video
 from training.preprocess.caption import ClipCaptioner, SidecarCaptioner, Summarizer, VisionCaptioner
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synthetic_videos import pan_frames  # noqa: E402
+from synthetic_videos import pan_frames
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "in", "this", "video", "a", "cat", "dog", "runs",
          "red", "blue", "sky", "the", "of", "and", "is"] + [f"w{i}" for i in range(30)]
@@ -30,19 +30,25 @@ def _tokenizer(folder: Path):
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """A tiny BLIP captioner and a tiny Llama summariser, saved as local folders."""
-    from transformers import (BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor,
-                              LlamaConfig, LlamaForCausalLM)
+    from transformers import (
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
     root = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
     blip, llm = root / "blip", root / "llm"
     blip.mkdir(), llm.mkdir()
     tokenizer = _tokenizer(blip)
-    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                num_attention_heads=2, max_position_embeddings=64, bos_token_id=tokenizer.bos_token_id,
-                pad_token_id=tokenizer.pad_token_id, sep_token_id=tokenizer.sep_token_id)
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
-                  patch_size=8)
+    text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                "num_attention_heads": 2, "max_position_embeddings": 64, "bos_token_id": tokenizer.bos_token_id,
+                "pad_token_id": tokenizer.pad_token_id, "sep_token_id": tokenizer.sep_token_id}
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 32,
+                  "patch_size": 8}
     BlipForConditionalGeneration(BlipConfig(vision_config=vision, text_config=text, projection_dim=32)).save_pretrained(blip)
     BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
                   tokenizer=tokenizer).save_pretrained(blip)

@@ -12,7 +12,7 @@ from easyanimate_core.video_io import write_video
 from training.preprocess import aesthetic, motion, text_score
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synthetic_videos import pan_frames, text_frame_set, write_text_clip  # noqa: E402
+from synthetic_videos import pan_frames, text_frame_set, write_text_clip
 
 SIZE = (96, 128)
 

@@ -19,7 +19,7 @@ from easyanimate_core.video_io import probe_video, read_video, sample_indices
 
 
 def aesthetic_head(embed_dim: int = 768):
-    import torch.nn as nn
+    from torch import nn
 
     return nn.Sequential(
         nn.Linear(embed_dim, 1024), nn.Dropout(0.2),

@@ -15,7 +15,6 @@ Captioners take a batch of clip records and return one caption per record:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -99,8 +98,8 @@ class Summarizer:
         prompts = [self._prompt(captions) for captions in clips]
         inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, return_token_type_ids=False)
         inputs = inputs.to(self.device)
-        sampling = dict(do_sample=True, temperature=self.temperature, top_p=self.top_p) if self.temperature > 0 \
-            else dict(do_sample=False)
+        sampling = {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p} if self.temperature > 0 \
+            else {"do_sample": False}
         with torch.no_grad():
             tokens = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens,
                                          pad_token_id=self.tokenizer.pad_token_id, **sampling)
@@ -113,13 +112,13 @@ class Summarizer:
 class SidecarCaptioner:
     name = "sidecar"
 
-    def __init__(self, clips_root, sources_root=None, metadata: Optional[dict] = None):
+    def __init__(self, clips_root, sources_root=None, metadata: dict | None = None):
         """``metadata`` maps absolute file paths to captions (as ``load_metadata`` gives them)."""
         self.clips_root = Path(clips_root)
         self.sources_root = Path(sources_root) if sources_root else None
         self.metadata = metadata or {}
 
-    def caption(self, record: dict) -> Optional[str]:
+    def caption(self, record: dict) -> str | None:
         candidates = [self.clips_root / Path(record["file_path"]).with_suffix(".txt")]
         if self.sources_root is not None and record.get("source"):
             candidates.append(self.sources_root / Path(record["source"]).with_suffix(".txt"))
@@ -158,7 +157,7 @@ class ClipCaptioner:
         return [{**_with_text(r, t, model), "frame_captions": c} for r, t, c in zip(records, texts, per_clip)]
 
 
-def _with_text(record: dict, text: Optional[str], model: str) -> dict:
+def _with_text(record: dict, text: str | None, model: str) -> dict:
     out = {**record, "text": (text or "").strip(), "caption_model": model}
     if not out["text"]:
         out["drop"] = "no_caption"

@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional
 
 from easyanimate_core.errors import InputError
 from easyanimate_core.progress import Interrupted, ProgressFn, silent
@@ -37,11 +37,11 @@ class Shard:
                              f"{self.count}; pass --shard-index between 0 and --num-shards - 1")
 
     @classmethod
-    def resolve(cls, index: Optional[int] = None, count: Optional[int] = None) -> "Shard":
+    def resolve(cls, index: int | None = None, count: int | None = None) -> Shard:
         """Explicit options win; otherwise RANK / WORLD_SIZE as set by accelerate or torchrun."""
         if count is None:
-            count = int(os.environ.get("WORLD_SIZE", 1))
-            index = int(os.environ.get("RANK", 0)) if index is None else index
+            count = int(os.environ.get("WORLD_SIZE", "1"))
+            index = int(os.environ.get("RANK", "0")) if index is None else index
         return cls(index or 0, count)
 
     def take(self, items: list, key: str) -> list:
@@ -87,7 +87,7 @@ class JsonlLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._drop_torn_tail()
-        self.file = open(self.path, "a", encoding="utf-8")
+        self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
 
     def _drop_torn_tail(self):
         if not self.path.exists():
@@ -125,7 +125,7 @@ def _error_record(item: dict, error: Exception) -> dict:
 
 
 def run_stage(name: str, items: Iterable[dict], key: str, work: Work, output, *, shard: Shard = Shard(),
-              batch_size: int = 1, progress: Optional[ProgressFn] = None) -> StageReport:
+              batch_size: int = 1, progress: ProgressFn | None = None) -> StageReport:
     """Run ``work`` (a list of items -> a list of output records, same order) over this shard's
     items not yet in ``output``, appending each record as it is produced."""
     unique = {}
@@ -163,7 +163,7 @@ def _work_isolated(work: Work, batch: list) -> list:
         return records
     except (Interrupted, KeyboardInterrupt, MemoryError):
         raise
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 (any failure of one item is that item's error line)
         if len(batch) == 1:
             return [_error_record(batch[0], error)]
         return [record for item in batch for record in _work_isolated(work, [item])]
@@ -180,7 +180,6 @@ def merge_jsonl(inputs: list, output, key: str) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = output.with_name(output.name + ".tmp")
     with open(temporary, "w", encoding="utf-8") as file:
-        for name in sorted(merged):
-            file.write(json.dumps(merged[name], ensure_ascii=False) + "\n")
+        file.writelines(json.dumps(merged[name], ensure_ascii=False) + "\n" for name in sorted(merged))
     os.replace(temporary, output)
     return len(merged)

@@ -30,7 +30,7 @@ def kept_records(path) -> list[dict]:
     for record in read_jsonl(path):
         if "error" in record or "drop" in record:
             continue
-        kept.extend(record["clips"] if "clips" in record else [record])
+        kept.extend(record.get("clips", [record]))
     return kept
 
 

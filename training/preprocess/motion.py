@@ -8,8 +8,8 @@ other) plugs in through :class:`TorchFlow` from a file the user supplies.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 
@@ -71,7 +71,7 @@ class TorchFlow:
         return flow[0, :, :height, :width].permute(1, 2, 0).float().cpu().numpy()
 
 
-def make_flow(name: str, weights: Optional[str] = None, device: str = "cpu") -> FlowFn:
+def make_flow(name: str, weights: str | None = None, device: str = "cpu") -> FlowFn:
     if name == "farneback":
         return farneback_flow
     if name in ("raft", "torch"):

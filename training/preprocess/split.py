@@ -15,6 +15,7 @@ trainers do not use it) in one sequential decode of the source.
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,11 +81,11 @@ def detect_cuts(path, options: SplitOptions) -> list[int]:
 def plan_clips(cuts: list[int], num_frames: int, fps: float, options: SplitOptions):
     """Scene boundaries -> (clips, dropped): clips as (start, end) frame ranges, end exclusive;
     dropped as (start, end, reason)."""
-    min_frames = int(round(options.min_seconds * fps))
-    max_frames = int(round(options.max_seconds * fps))
+    min_frames = round(options.min_seconds * fps)
+    max_frames = round(options.max_seconds * fps)
     bounds = [0] + [c for c in cuts if 0 < c < num_frames] + [num_frames]
     clips, dropped = [], []
-    for start, end in zip(bounds[:-1], bounds[1:]):
+    for start, end in itertools.pairwise(bounds):
         while end - start > max_frames:
             clips.append((start, start + max_frames))
             start += max_frames
@@ -109,7 +110,7 @@ def split_video(root: Path, name: str, clips_dir: Path, options: SplitOptions) -
     clips = []
     try:
         seen = _export(path, plan, partial, info.fps, options.crf)
-        min_frames = int(round(options.min_seconds * info.fps))
+        min_frames = round(options.min_seconds * info.fps)
         for (start, end), part, target in zip(plan, partial, targets):
             if min(end, seen) - start < min_frames:  # the header over-counted the frames
                 dropped.append((start, end, "short"))
