@@ -69,7 +69,7 @@ def test_fusion_of_a_frame_wise_prediction_is_exact(fuse):
     # a model whose output for a frame does not depend on the window gives the same fused result
     target = torch.randn(2, 4, 13, 3, 3)
     options = ContextWindows(length=5, overlap=2, fuse=fuse)
-    fused = fuse_windows(lambda w: target[:, :, w.start:w.stop], 13, options)
+    fused = fuse_windows(lambda w: target[:, :, w.start:w.stop], options.plan(13), target)
     torch.testing.assert_close(fused, target)
 
 
@@ -78,7 +78,8 @@ def test_linear_fusion_cross_fades_only_the_overlap():
     first, second = options.windows(6)
     assert options.weights(first, 6).tolist() == pytest.approx([1, 1, 2 / 3, 1 / 3])
     assert options.weights(second, 6).tolist() == pytest.approx([1 / 3, 2 / 3, 1, 1])
-    fused = fuse_windows(lambda w: torch.full((1, 1, 4), float(w.start)), 6, options, frame_dim=2)
+    fused = fuse_windows(lambda w: torch.full((1, 1, 4), float(w.start)), options.plan(6),
+                         torch.zeros(1, 1, 6), frame_dim=2)
     assert fused[0, 0].tolist() == pytest.approx([0, 0, 2 / 3, 4 / 3, 2, 2])
 
 

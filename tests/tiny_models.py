@@ -27,25 +27,28 @@ LATENT_SIZE = 4        # 32 px / 8
 CAPTION_CHANNELS = 32  # the tiny T5's d_model
 
 
-def _motion_kwargs(attention_types):
-    return {"num_attention_heads": 2, "num_transformer_block": 1,
+def _motion_kwargs(attention_types, heads=2):
+    return {"num_attention_heads": heads, "num_transformer_block": 1,
             "attention_block_types": list(attention_types), "temporal_position_encoding": True,
             "temporal_position_encoding_max_len": 4096, "temporal_attention_dim_div": 1,
             "block_size": 1}
 
 
-def tiny_dit_config(in_channels: int = 12, caption_channels: int = CAPTION_CHANNELS) -> dict:
-    """A v3-shaped config (hybrid motion modules) at toy size; ``in_channels`` 4 or 12. U-ViT is
-    off: with 2 layers it has no skips, and the loaders read it off the weights."""
+def tiny_dit_config(in_channels: int = 12, caption_channels: int = CAPTION_CHANNELS, heads: int = 2,
+                    layers: int = 2) -> dict:
+    """A v3-shaped config (hybrid motion modules) at toy size: hidden ``16 * heads``, ``layers``
+    blocks; ``in_channels`` 4 or 12. U-ViT is on from 4 layers (2 layers have no skip; the
+    loaders read it off the weights)."""
     return {
         "activation_fn": "gelu-approximate", "attention_bias": True, "attention_head_dim": 16,
-        "caption_channels": caption_channels, "cross_attention_dim": 32, "in_channels": in_channels,
+        "caption_channels": caption_channels, "cross_attention_dim": 16 * heads, "in_channels": in_channels,
         "norm_elementwise_affine": False, "norm_eps": 1e-6, "norm_type": "ada_norm_single",
-        "num_attention_heads": 2, "num_embeds_ada_norm": 1000, "num_layers": 2, "out_channels": 8,
+        "num_attention_heads": heads, "num_embeds_ada_norm": 1000, "num_layers": layers, "out_channels": 8,
         "patch_size": 2, "sample_size": LATENT_SIZE,
-        "basic_block_type": "global_motionmodule", "motion_module_type": "Vanilla", "enable_uvit": False,
-        "motion_module_kwargs_even": _motion_kwargs(["Temporal_Self", "Temporal_Self"]),
-        "motion_module_kwargs_odd": _motion_kwargs(["Temporal_Self", "Global_Self"]),
+        "basic_block_type": "global_motionmodule", "motion_module_type": "Vanilla",
+        "enable_uvit": layers >= 4,
+        "motion_module_kwargs_even": _motion_kwargs(["Temporal_Self", "Temporal_Self"], heads),
+        "motion_module_kwargs_odd": _motion_kwargs(["Temporal_Self", "Global_Self"], heads),
     }
 
 
@@ -59,11 +62,11 @@ def tiny_vae_config() -> dict:
     }
 
 
-def build_dit(in_channels: int = 12, seed: int = 0, caption_channels: int = CAPTION_CHANNELS):
+def build_dit(in_channels: int = 12, seed: int = 0, caption_channels: int = CAPTION_CHANNELS, **size):
     from easyanimate_core.models.transformer import VideoTransformer
 
     torch.manual_seed(seed)
-    model = VideoTransformer.from_config(tiny_dit_config(in_channels, caption_channels))
+    model = VideoTransformer.from_config(tiny_dit_config(in_channels, caption_channels, **size))
     with torch.no_grad():
         for name, param in model.named_parameters():
             if not param.any():  # zero-initialised no-op layers: make them act

@@ -71,22 +71,26 @@ class ContextWindows:
         return weight
 
 
-def fuse_windows(predict: Callable[[range], torch.Tensor], num_frames: int,
-                 options: ContextWindows, frame_dim: int = 2) -> torch.Tensor:
-    """Run ``predict(window)`` (a prediction for the window's frames, frames on ``frame_dim``)
-    on every window and return the weighted per-frame average over all ``num_frames``."""
-    total = weight_sum = None
-    for window in options.windows(num_frames):
-        out = predict(window).float()
-        shape = [1] * out.ndim
+    def plan(self, num_frames: int) -> list[tuple[range, torch.Tensor]]:
+        """Each window with its *normalised* weights: for every frame the weights of the windows
+        covering it sum to 1, so fusing is one multiply-add per window (computed once per clip
+        length, not per step)."""
+        windows = self.windows(num_frames)
+        weights = [self.weights(w, num_frames) for w in windows]
+        total = torch.zeros(num_frames)
+        for window, weight in zip(windows, weights):
+            total[window.start:window.stop] += weight
+        return [(w, weight / total[w.start:w.stop]) for w, weight in zip(windows, weights)]
+
+
+def fuse_windows(predict: Callable[[range], torch.Tensor], plan: list, like: torch.Tensor,
+                 frame_dim: int = 2) -> torch.Tensor:
+    """Run ``predict(window)`` (a prediction for the window's frames, frames on ``frame_dim``) on
+    every window of ``plan`` (:meth:`ContextWindows.plan`, weights already on ``like``'s device)
+    and return the weighted per-frame average, shaped like ``like``."""
+    fused = torch.zeros_like(like)
+    shape = [1] * like.ndim
+    for window, weight in plan:
         shape[frame_dim] = len(window)
-        weight = options.weights(window, num_frames).to(out.device).view(shape)
-        if total is None:
-            full = list(out.shape)
-            full[frame_dim] = num_frames
-            total = out.new_zeros(full)
-            weight_sum = out.new_zeros(shape[:frame_dim] + [num_frames] + shape[frame_dim + 1:])
-        index = torch.arange(window.start, window.stop, device=out.device)
-        total.index_add_(frame_dim, index, out * weight)
-        weight_sum.index_add_(frame_dim, index, weight)
-    return total / weight_sum
+        fused.narrow(frame_dim, window.start, len(window)).addcmul_(predict(window), weight.view(shape))
+    return fused

@@ -243,31 +243,40 @@ def denoise(transformer, latents: torch.Tensor, cond, uncond=None, *, steps: int
     noise = noise.float().to(device)
     plan = make_plan(sampler, steps, karras=karras, denoise=denoise_strength)
     state = {"step": 0}  # the sampler's step index, advanced by the step callback
+    reps = 2 if use_cfg else 1  # the DiT batch is [uncond, cond] under guidance
+    # Everything that does not change between steps is built once, so a step costs the DiT call
+    # plus a handful of tensor ops (see bench/bench_pipeline.py).
+    clip_inputs = {active: _clip_inputs(clip_embeds, batch, use_cfg, active, device, dtype)
+                   for active in (False, True)} if is_inp else None
 
     def window_model(window: range, clip_active: bool):
         """The guided eps model over latent frames ``window``."""
-        idx = slice(window.start, window.stop)
+        extra_in = None if extra is None else torch.cat([extra[:, :, window.start:window.stop]] * reps)
+        states, clip_mask = clip_inputs[clip_active] if is_inp else (None, None)
 
         def dit(x, t):
-            reps = x.shape[0] // batch  # 2 under guidance: the batch is [uncond, cond]
-            states, clip_mask = _clip_inputs(clip_embeds, batch, reps == 2, clip_active, device, dtype)
-            return transformer(
-                hidden_states=x, timestep=t,
-                encoder_hidden_states=text_embeds if reps == 2 else text_embeds[-batch:],
-                encoder_attention_mask=text_mask if reps == 2 else text_mask[-batch:],
-                inpaint_latents=None if extra is None else torch.cat([extra[:, :, idx]] * reps),
-                clip_encoder_hidden_states=states if is_inp else None,
-                clip_attention_mask=clip_mask if is_inp else None).float()
+            return transformer(hidden_states=x, timestep=t, encoder_hidden_states=text_embeds,
+                               encoder_attention_mask=text_mask, inpaint_latents=extra_in,
+                               clip_encoder_hidden_states=states, clip_attention_mask=clip_mask).float()
 
         eps = drop_learned_sigma(dit, latent_channels)
         return cfg_model(eps, cfg, guidance_rescale) if use_cfg else eps
 
+    models = {}
+
+    def model_for(window: range, clip_active: bool):
+        key = (window.start, window.stop, clip_active)
+        if key not in models:
+            models[key] = window_model(window, clip_active)
+        return models[key]
+
+    windows = None if context is None else [(w, weight.to(device)) for w, weight in context.plan(length)]
+
     def model_fn(x, t):
         clip_active = state["step"] >= plan.steps * (1 - clip_apply_ratio)
-        if context is None:
-            return window_model(range(length), clip_active)(x, t)
-        return fuse_windows(lambda w: window_model(w, clip_active)(x[:, :, w.start:w.stop], t),
-                            length, context)
+        if windows is None:
+            return model_for(range(length), clip_active)(x, t)
+        return fuse_windows(lambda w: model_for(w, clip_active)(x[:, :, w.start:w.stop], t), windows, x)
 
     keep = None
     if inpaint is not None and not is_inp:
