@@ -2,8 +2,8 @@
 //
 // The slice VAE decodes exactly 1, 8k or 8k+1 frames (8 frames = 2 latent frames, an odd first
 // frame is encoded alone). The server floors any other count, so here the `length` widget snaps to
-// a valid count as it is edited (upwards when the value grows, downwards when it shrinks, so the
-// arrows step 8 -> 9 -> 16 -> 17) and its label shows the latent frames the video will have.
+// a valid count as it is edited (the arrows step 8 -> 9 -> 16 -> 17, a typed value goes to the
+// nearest valid count) and its label shows the latent frames the video will have.
 // Context-window counts are in latent frames; their labels show the video frames they cover.
 import { app } from "../../../scripts/app.js";
 
@@ -16,12 +16,18 @@ export function isValidLength(frames) {
   return frames === 1 || (frames >= SLICE && (frames % SLICE === 0 || frames % SLICE === 1));
 }
 
+// A valid count near `frames`: one arrow step (+-1 from `previous`) moves on to the next valid count
+// in that direction; a typed value goes to the nearest valid count (the lower one on a tie).
 export function snapLength(frames, previous) {
-  let value = Math.max(1, Math.round(frames));
+  const value = Math.max(1, Math.round(frames));
   if (isValidLength(value)) return value;
-  const up = value > (previous ?? value - 1);
-  while (!isValidLength(value)) value += up ? 1 : -1;
-  return value;
+  let down = value;
+  while (!isValidLength(down)) down -= 1;
+  let up = value;
+  while (!isValidLength(up)) up += 1;
+  if (previous === value - 1) return up;
+  if (previous === value + 1) return down;
+  return up - value < value - down ? up : down;
 }
 
 export function latentFrames(frames) {
