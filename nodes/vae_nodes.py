@@ -151,7 +151,7 @@ class VDiT_VAEDecode:
                    "(8 frames) at a time, so memory does not grow with the clip length. seam: 'smooth' is the "
                    "published pipelines' post-processing (re-encode + decode, averaged; halves slice seams, costs "
                    "a second encode and decode); 'blend' decodes one extra window across each slice boundary and "
-                   "cross-fades it in (v3 only, about one extra decode); 'none' is the raw slice decode. "
+                   "cross-fades it in (about one extra decode; v3 only, v2 uses 'smooth'); 'none' is the raw slice decode. "
                    "Latents decode to: " + FRAME_RULE)
 
     @classmethod
@@ -163,8 +163,9 @@ class VDiT_VAEDecode:
                                               "decodes each image as one frame."}),
             "seam": (list(SEAM_OPTIONS), {"default": "blend",
                                           "tooltip": "How to hide the jump at every slice boundary (every 8 "
-                                                     "frames): blend (cheap, v3 only), smooth (as published), "
-                                                     "none."}),
+                                                     "frames): blend (about one extra decode; v3 only, a v2 MagViT "
+                                                     "VAE uses smooth instead), smooth (as published: re-encode "
+                                                     "+ decode, averaged), none."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
                              "tooltip": "Seed of the posterior sample that 'smooth' draws; other seams ignore it."}),
         }}
@@ -185,8 +186,9 @@ class VDiT_VAEDecode:
         if latents.ndim == 4:  # a batch of image latents: each one a 1-frame video
             latents = latents.unsqueeze(2)
         if seam == "blend" and not vae.slice_mode:
-            raise InputError("seam 'blend' works on the v3 slice VAE only; this is a v2 MagViT VAE, choose "
-                             "'smooth' or 'none'.")
+            # documented adjustment: v2 chunks start with a single-frame latent, so no shifted window exists
+            log.info("VAE decode: seam 'blend' needs the v3 slice VAE; using 'smooth' for this v2 MagViT VAE.")
+            seam = "smooth"
         b, _, n, h, w = latents.shape
         f = vae.spatial_factor
         frames = vae.decoded_frames(n)

@@ -110,6 +110,12 @@ def test_node_errors(nodes, models_dir):
         nodes.VDiT_LoadSliceVAE().load("loose_vae.safetensors", "fp32")
     with pytest.raises(InputError, match="multiples of 8"):
         nodes.VDiT_LoadSliceVAE().load("EasyAnimateV3-tiny/vae", "fp32", tile_size=36)
-    v2 = nodes.VDiT_LoadSliceVAE().load("loose_vae.safetensors", "fp32", "v2 MagViT VAE")[0]
-    with pytest.raises(InputError, match="v3 slice VAE only"):
-        nodes.VDiT_VAEDecode().decode(v2, {"samples": torch.randn(1, 4, 3, 2, 2)}, seam="blend")
+
+
+def test_blend_on_a_v2_vae_is_the_published_smoothing(nodes, models_dir):
+    (v2,) = nodes.VDiT_LoadSliceVAE().load("loose_vae.safetensors", "fp32", "v2 MagViT VAE")
+    assert not v2.slice_mode
+    latent = {"samples": torch.randn(1, 4, 6, 2, 2)}
+    (blend,) = nodes.VDiT_VAEDecode().decode(v2, latent, seam="blend", seed=5)
+    (smooth,) = nodes.VDiT_VAEDecode().decode(v2, latent, seam="smooth", seed=5)
+    assert blend.shape == (18, 16, 16, 3) and torch.equal(blend, smooth)
