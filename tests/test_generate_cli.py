@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from tiny_models import save_model_folder
 
@@ -94,6 +95,26 @@ def test_errors_print_one_line_through_run_py(tmp_path):
                             check=False)
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error:") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_loras_are_applied_at_their_strength(model, tmp_path):
+    from tiny_models import build_dit
+
+    from easyanimate_core.checkpoints import save_state_dict
+    from easyanimate_core.models.lora import add_trainable_lora, trainable_lora_state_dict
+
+    dit = build_dit(12)
+    for up in add_trainable_lora(dit, rank=4)[1::2]:
+        torch.nn.init.normal_(up, std=0.5)
+    save_state_dict(tmp_path / "style.safetensors", trainable_lora_state_dict(dit))
+    runs = {}
+    for name, extra in {"plain": [], "lora": ["--loras", f"{tmp_path / 'style.safetensors'}:0.8"]}.items():
+        out = tmp_path / f"{name}.mp4"
+        assert main("generate", ["--model", str(model), *FAST, "--frames", "9", "--output", str(out), *extra]) == 0
+        runs[name] = read_video(out)[0]
+    assert runs["lora"].shape == (9, 32, 32, 3) and not np.array_equal(runs["lora"], runs["plain"])
+    with pytest.raises(CheckpointError, match="LoRA file"):
+        main("generate", ["--model", str(model), *FAST, "--loras", str(tmp_path / "none.safetensors")])
 
 
 def test_lora_spec_parsing(tmp_path):

@@ -171,8 +171,7 @@ def load_components(config: dict):
     transformer = load_transformer(_part(config, "transformer", "transformer"),
                                    motion_module=config["motion_module"],
                                    config=config["transformer_config"], dtype=dtype, device=home)
-    for spec in config["loras"] or []:
-        apply_lora(transformer, spec)
+    apply_loras(transformer, config["loras"] or [])
     vae = load_vae(_part(config, "vae", "vae"), dtype=dtype, device=home, preset=config["vae_config"],
                    upcast=dtype == torch.float16)
     encoder_path = _part(config, "text_encoder", "text_encoder")
@@ -199,13 +198,20 @@ def lora_spec(spec: str) -> tuple:
     return str(spec), 1.0
 
 
-def apply_lora(transformer, spec: str) -> None:
-    from easyanimate_core.models.lora import apply_lora as apply
+def apply_loras(transformer, specs) -> None:
+    """Merge every ``PATH[:STRENGTH]`` LoRA (kohya / PEFT / MotionLoRA / domain adapter) into the
+    DiT for this run, stacked in the order given."""
+    from easyanimate_core.models.lora import apply_loras as apply
+    from easyanimate_core.models.lora import linear_layers, load_lora
 
-    path, strength = lora_spec(spec)
-    if not Path(path).is_file():
-        raise CheckpointError(f"LoRA file {path} does not exist; pass --loras PATH or PATH:STRENGTH")
-    apply(transformer, path, strength=strength)
+    layers = linear_layers(transformer)
+    patches = []
+    for spec in specs:
+        path, strength = lora_spec(spec)
+        if not Path(path).is_file():
+            raise CheckpointError(f"LoRA file {path} does not exist; pass --loras PATH or PATH:STRENGTH")
+        patches.append((load_lora(path, layers), strength))
+    apply(layers, patches)
 
 
 def read_image(path) -> torch.Tensor:
