@@ -175,8 +175,10 @@ def test_half_precision_storage_and_upcast():
         low = vae.encode(video).mean
         assert low.dtype == torch.bfloat16
         vae.to(torch.float16)
+        half = vae.decode(vae.encode(video).mean)
         vae.compute_dtype = torch.float32
         upcast = vae.encode(video).mean
+    assert half.dtype == torch.float16 and torch.isfinite(half).all()
     assert upcast.dtype == torch.float32
     assert (low.float() - reference).abs().max() < 0.1
     assert (upcast - reference).abs().max() < 5e-3

@@ -144,7 +144,7 @@ class Attention3D(nn.Module):
         self.to_v = Linear(channels, channels)
         self.to_out = Linear(channels, channels)
 
-    def forward(self, x, mode=None):
+    def forward(self, x):
         b, c, t, h, w = x.shape
         tokens = self.group_norm(x).flatten(2).transpose(1, 2)  # (B, N, C)
 
