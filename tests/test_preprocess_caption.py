@@ -108,3 +108,21 @@ def test_caption_errors(tmp_path):
         Summarizer(tmp_path)
     with pytest.raises(CheckpointError, match="exactly one source"):
         ClipCaptioner(tmp_path)
+
+
+def test_caption_stage_batches_and_resumes(models, clips, tmp_path):
+    from training.preprocess import cli
+    from training.preprocess.jobs import read_jsonl
+
+    out = tmp_path / "caption.jsonl"
+    argv = ["caption", "--input", str(clips), "--output", str(out), "--caption-model", str(models[0]),
+            "--summary-model", str(models[1]), "--summary-temperature", "0", "--max-new-tokens", "5",
+            "--caption-frames", "2", "--batch-size", "2"]
+    assert cli.main("preprocess", argv) == 0
+    first = read_jsonl(out)
+    assert [r["file_path"] for r in first] == ["clip0.mp4", "clip1.mp4", "clip2.mp4"]
+    assert all(r["text"].startswith("In this video") and len(r["frame_captions"]) == 2 for r in first)
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:1]) + lines[1][:20])  # as if killed while writing the second clip
+    assert cli.main("preprocess", argv) == 0
+    assert read_jsonl(out) == first  # redone identically, nothing twice

@@ -159,3 +159,15 @@ def test_aesthetic_weight_errors(tiny_clip, tmp_path):
     torch.save({"layers.0.weight": torch.zeros(3, 3)}, tmp_path / "wrong.pth")
     with pytest.raises(CheckpointError, match="does not fit"):
         aesthetic.AestheticScorer(tiny_clip, tmp_path / "wrong.pth")
+
+
+def test_aesthetic_stage_from_the_cli(tiny_clip, pans, tmp_path):
+    from training.preprocess import cli
+    from training.preprocess.jobs import read_jsonl
+
+    out = tmp_path / "aesthetic.jsonl"
+    assert cli.main("preprocess", ["aesthetic", "--input", str(pans), "--output", str(out), "--clip-model",
+                                   str(tiny_clip), "--aesthetic-head", str(tiny_clip / "head.pth"),
+                                   "--min-aesthetic", "-1000"]) == 0
+    records = read_jsonl(out)
+    assert len(records) == 4 and all(isinstance(r["aesthetic_score"], float) and "drop" not in r for r in records)

@@ -139,3 +139,61 @@ def test_killed_stage_resumes_without_repeats_or_losses(tmp_path):
     names = [r["file_path"] for r in read_jsonl(out)]
     assert sorted(names) == [f"c{k:02d}.mp4" for k in range(40)]  # each once, none lost
     assert all("motion_score" in r for r in read_jsonl(out))
+
+
+def test_stage_by_stage_equals_all_and_merge_joins_jsonl_shards(sources, tmp_path):
+    run_all(sources, tmp_path / "all", "--skip", "aesthetic", "caption")
+    work = tmp_path / "steps"
+    main = lambda *argv: cli.main("preprocess", [str(a) for a in argv])  # noqa: E731
+    assert main("split", "--input", sources, "--clips-dir", work / "clips", "--output", work / "split.jsonl") == 0
+    assert main("text", "--input", work / "split.jsonl", "--output", work / "text.jsonl") == 0
+    for index in (0, 1):
+        assert main("motion", "--input", work / "text.jsonl", "--output", work / "motion.jsonl",
+                    "--num-shards", 2, "--shard-index", index) == 0
+    parts = sorted(work.glob("motion.shard-*.jsonl"))
+    assert main("merge", "--output", work / "motion.jsonl", *parts) == 0
+    assert main("metadata", "--input", work / "motion.jsonl", "--output", work / "meta.json",
+                "--stages", work / "split.jsonl", work / "text.jsonl", work / "motion.jsonl") == 0
+    assert read_jsonl(work / "motion.jsonl") == read_jsonl(tmp_path / "all" / "motion.jsonl")
+    assert "motion_low=1" in (work / "summary.txt").read_text()
+    names = [Path(r["file_path"]).name for r in load_metadata(work / "meta.json")]
+    assert names == [Path(r["file_path"]).name for r in load_metadata(tmp_path / "all" / "metadata.json")]
+
+
+def test_cli_errors_are_one_sentence(sources, tmp_path):
+    from easyanimate_core.errors import EasyAnimateError
+
+    cases = [
+        (["text", "--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o.jsonl")], "neither"),
+        (["all", "--input", str(sources), "--workdir", str(tmp_path), "--clip-model", str(tmp_path)], "needs both"),
+        (["all", "--input", str(sources), "--workdir", str(tmp_path), "--captions", "model"], "--caption-model"),
+        (["merge"], "needs --workdir"),
+        (["merge", "--workdir", str(tmp_path / "empty")], "no stage files"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(EasyAnimateError, match=message):
+            cli.main("preprocess", argv)
+
+
+def test_metadata_loader_reads_json_jsonl_and_csv(tmp_path):
+    (tmp_path / "m.jsonl").write_text('{"file_path": "a.mp4", "text": "x", "type": "video", "width": 64}\n')
+    (tmp_path / "m.csv").write_text("file_path,text,width,height\nimg.png,an image,32,16\n")
+    (tmp_path / "bad.json").write_text('{"file_path": "a.mp4"}')
+    video = load_metadata(tmp_path / "m.jsonl", root="/data")
+    assert video == [{"file_path": "/data/a.mp4", "text": "x", "type": "video", "width": 64}]
+    image = load_metadata(tmp_path / "m.csv")[0]
+    assert image["type"] == "image" and image["file_path"] == str(tmp_path / "img.png") and image["height"] == 16
+    from easyanimate_core.errors import InputError
+
+    with pytest.raises(InputError, match="list of records"):
+        load_metadata(tmp_path / "bad.json")
+    with pytest.raises(InputError, match="does not exist"):
+        load_metadata(tmp_path / "none.json")
+
+
+def test_bad_model_options_fail_before_any_work(sources, tmp_path):
+    from easyanimate_core.errors import EasyAnimateError
+
+    with pytest.raises(EasyAnimateError, match="needs --flow-weights"):
+        cli.main("preprocess", ["all", "--input", str(sources), "--workdir", str(tmp_path), "--flow", "raft"])
+    assert not (tmp_path / "split.jsonl").exists()

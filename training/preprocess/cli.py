@@ -110,8 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                       ("caption", _add_caption)):
         p = sub.add_parser(name, help=f"{name} stage over clips")
         _add_io(p), add(p), _add_shards(p)
-        if name in ("aesthetic", "caption", "motion"):
-            _add_device(p)
+        _add_device(p)
 
     p = sub.add_parser("metadata", help="training metadata JSON + kept/dropped summary")
     p.add_argument("--input", required=True, help="the last stage's .jsonl")
@@ -185,14 +184,17 @@ def run_split(args, shard: Shard, output) -> None:
 def clip_work(stage: str, args, root: Path):
     """The batch function of a clip stage, or None when the stage has nothing to score with."""
     if stage == "text":
-        detector = text_score.make_text_detector(args.text_detector, args.text_model, gpu=False)
+        detector = text_score.make_text_detector(args.text_detector, args.text_model, gpu=args.device != "cpu")
         return _per_item(partial(text_score.score_clip, root=root, detector=detector,
                                  max_area=args.max_text_area, num_frames=args.text_frames))
     if stage == "motion":
         flow = motion.make_flow(args.flow, args.flow_weights, args.device)
         return _per_item(partial(motion.score_clip, root=root, flow=flow, low=args.min_motion, high=args.max_motion))
     if stage == "aesthetic":
-        if not (args.clip_model and args.aesthetic_head):
+        if bool(args.clip_model) != bool(args.aesthetic_head):
+            raise InputError("the aesthetic score needs both --clip-model (CLIP ViT-L/14 folder) and --aesthetic-head "
+                             "(LAION head file); give both, or neither to pass clips through unscored")
+        if not args.clip_model:
             return None
         scorer = aesthetic.AestheticScorer(args.clip_model, args.aesthetic_head, args.device, _dtype(args.dtype))
         return _per_item(partial(aesthetic.score_clip, root=root, scorer=scorer, minimum=args.min_aesthetic))
@@ -214,8 +216,7 @@ def clip_work(stage: str, args, root: Path):
     raise InputError(f"unknown clip stage {stage!r}")
 
 
-def run_clip_stage(stage: str, args, items: list[dict], root: Path, output, shard: Shard) -> None:
-    work = clip_work(stage, args, root)
+def run_clip_stage(stage: str, args, items: list[dict], work, output, shard: Shard) -> None:
     if work is None:
         print(f"[{stage}] no weights given (--clip-model and --aesthetic-head): clips pass through UNSCORED",
               file=sys.stderr, flush=True)
@@ -237,15 +238,15 @@ def run_all(args, shard: Shard) -> None:
     workdir = Path(args.workdir)
     clips_dir = workdir / "clips"
     args.clips_dir = str(clips_dir)
-    files = [shard.path(workdir / f"{name}.jsonl") for name in STAGE_FILES]
-    run_split(args, shard, files[0])
-    done = [files[0]]
-    for stage, output in zip(CLIP_STAGES, files[1:]):
-        if stage in args.skip:
-            continue
+    files = dict(zip(STAGE_FILES, (shard.path(workdir / f"{name}.jsonl") for name in STAGE_FILES)))
+    stages = [stage for stage in CLIP_STAGES if stage not in args.skip]
+    works = {stage: clip_work(stage, args, clips_dir) for stage in stages}  # bad options fail before any work
+    run_split(args, shard, files["split"])
+    done = [files["split"]]
+    for stage in stages:
         # the clips already belong to this shard (their sources did), so no second sharding
-        run_clip_stage(stage, args, metadata.kept_records(done[-1]), clips_dir, output, Shard())
-        done.append(output)
+        run_clip_stage(stage, args, metadata.kept_records(done[-1]), works[stage], files[stage], Shard())
+        done.append(files[stage])
     finish(clips_dir, done[-1], done, shard.path(workdir / "metadata.json"), shard.path(workdir / "summary.txt"))
 
 
@@ -295,5 +296,5 @@ def main(command: str, argv: list[str]) -> int:
         run_split(args, shard, shard.path(args.output))
     else:
         items, root = clip_items(args.input, args.data_root)
-        run_clip_stage(args.stage, args, items, root, shard.path(args.output), shard)
+        run_clip_stage(args.stage, args, items, clip_work(args.stage, args, root), shard.path(args.output), shard)
     return 0
