@@ -53,23 +53,6 @@ class InpaintCondition:
             return None
         return torch.cat([self.mask_latents, self.masked_latents], dim=1)
 
-    def frames(self, index) -> InpaintCondition:
-        """The same condition restricted to latent frames ``index`` (a range or index tensor)."""
-        pick = lambda t: None if t is None else t[:, :, _as_index(index, t.device)]
-        return InpaintCondition(pick(self.mask_latents), pick(self.masked_latents),
-                                pick(self.video_latents), pick(self.latent_mask))
-
-    def to(self, device=None, dtype=None) -> InpaintCondition:
-        move = lambda t: None if t is None else t.to(device=device, dtype=dtype)
-        return InpaintCondition(move(self.mask_latents), move(self.masked_latents),
-                                move(self.video_latents), move(self.latent_mask))
-
-
-def _as_index(index, device):
-    if isinstance(index, range):
-        return slice(index.start, index.stop)
-    return torch.as_tensor(index, device=device)
-
 
 def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """(k, 3, h, w) or (3, h, w) in [0, 1] -> (k, 3, height, width): scaled to cover the target,

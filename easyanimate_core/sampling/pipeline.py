@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
+from ..models.transformer import CLIP_CHANNELS, CLIP_TOKENS
 from ..progress import ProgressFn
 from . import frames as frame_rules
 from .context import ContextWindows, fuse_windows
@@ -40,14 +41,13 @@ from .inpaint import InpaintCondition, encode_source, image_to_video_source, vid
 
 log = logging.getLogger("easyanimate_core")
 
-TEXT_TOKENS = 120
-CLIP_TOKENS = 8  # the 12-channel DiT turns one CLIP image embedding into 8 tokens
-CLIP_APPLY_RATIO = 0.5
+CLIP_APPLY_RATIO = 0.5  # CLIP image tokens act in the last half of the steps (reference default)
 
 
 @dataclass
 class TextCondition:
-    """T5 states padded to ``TEXT_TOKENS`` and the key mask (True = real token)."""
+    """T5 states padded to 120 tokens (``text_encoder.MAX_LENGTH``) and the key mask (True = real
+    token)."""
 
     embeds: torch.Tensor  # (B, 120, C)
     mask: torch.Tensor    # (B, 120) bool
@@ -137,7 +137,7 @@ def image_condition(components: Components, images: torch.Tensor | None) -> torc
 def _clip_inputs(clip_embeds, batch, use_cfg, active, device, dtype):
     """(hidden states, mask) for the DiT's CLIP tokens: the image in the conditional branch while
     ``active``; zeros with mask 0 otherwise (negative branch, no image, or before the apply ratio)."""
-    width = 768 if clip_embeds is None else clip_embeds.shape[-1]
+    width = CLIP_CHANNELS if clip_embeds is None else clip_embeds.shape[-1]
     zeros = torch.zeros(batch, width, device=device, dtype=dtype)
     off = torch.zeros(batch, CLIP_TOKENS, device=device, dtype=torch.bool)
     if clip_embeds is None or not active:
