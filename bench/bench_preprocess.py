@@ -70,7 +70,7 @@ def main():
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
 
-    for size in ([120, 160], args.size):
+    for size in ([120, 160], [240, 320], [480, 640]):
         precision, recall, tp, fp, fn = text_detector_quality(args.text_frames, size)
         print(f"text detector (opencv, drop > 1% area) on {args.text_frames} synthetic {size[1]}x{size[0]} frames, "
               f"half with text: precision {precision:.3f} recall {recall:.3f} (tp {tp}, fp {fp}, fn {fn})")

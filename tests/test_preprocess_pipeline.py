@@ -37,7 +37,7 @@ def sources(tmp_path_factory):
 
 
 def run_all(sources, workdir, *extra):
-    argv = ["all", "--input", str(sources), "--workdir", str(workdir), "--sources-root", str(sources), *extra]
+    argv = ["all", "--input", str(sources), "--workdir", str(workdir), *extra]  # sidecars found by default
     assert cli.main("preprocess", argv) == 0
 
 
@@ -144,7 +144,7 @@ def test_killed_stage_resumes_without_repeats_or_losses(tmp_path):
 def test_stage_by_stage_equals_all_and_merge_joins_jsonl_shards(sources, tmp_path):
     run_all(sources, tmp_path / "all", "--skip", "aesthetic", "caption")
     work = tmp_path / "steps"
-    main = lambda *argv: cli.main("preprocess", [str(a) for a in argv])  # noqa: E731
+    main = lambda *argv: cli.main("preprocess", [str(a) for a in argv])
     assert main("split", "--input", sources, "--clips-dir", work / "clips", "--output", work / "split.jsonl") == 0
     assert main("text", "--input", work / "split.jsonl", "--output", work / "text.jsonl") == 0
     for index in (0, 1):

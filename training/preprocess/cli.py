@@ -75,7 +75,8 @@ def _add_caption(p):
     p.add_argument("--captions", choices=["model", "sidecar"], default=None,
                    help="where captions come from (default: model when --caption-model is given, else sidecar)")
     p.add_argument("--captions-from", default=None, help="existing metadata (JSON/JSONL/CSV) whose text to reuse")
-    p.add_argument("--sources-root", default=None, help="folder of the source videos (for source .txt sidecars)")
+    p.add_argument("--sources-root", default=None, help="folder of the source videos, for source .txt sidecars "
+                   "(default in 'all': the input's folder)")
     p.add_argument("--caption-frames", type=int, default=1, help="frames captioned per clip (1 = middle frame)")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--summary-temperature", type=float, default=0.8, help="0 = greedy")
@@ -238,6 +239,7 @@ def run_all(args, shard: Shard) -> None:
     workdir = Path(args.workdir)
     clips_dir = workdir / "clips"
     args.clips_dir = str(clips_dir)
+    args.sources_root = args.sources_root or str(split.list_sources(args.input)[0])  # for source .txt sidecars
     files = dict(zip(STAGE_FILES, (shard.path(workdir / f"{name}.jsonl") for name in STAGE_FILES)))
     stages = [stage for stage in CLIP_STAGES if stage not in args.skip]
     works = {stage: clip_work(stage, args, clips_dir) for stage in stages}  # bad options fail before any work
