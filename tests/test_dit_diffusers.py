@@ -68,3 +68,23 @@ def test_trained_motion_module_changes_frames_jointly():
     with torch.no_grad():
         diff = (ours(x, t, enc) - _per_frame(ref, x, t, enc, None)).abs().max().item()
     assert diff > 1e-3
+
+
+def test_multiscale_model_resolution_and_aspect_embeddings():
+    """sample_size 128 (PixArt's 1024 multi-scale layout) adds resolution / aspect-ratio embeddings;
+    without added_cond_kwargs we derive them from the latent size (x8 pixels)."""
+    config = {**BASE, "num_attention_heads": 3, "sample_size": 128, "cross_attention_dim": 96}
+    ref = diffusers.PixArtTransformer2DModel(**config).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    ours = VideoTransformer.from_config(config).eval()
+    ours.load_state_dict(ref.state_dict())
+    x, t, enc = torch.randn(2, 4, 1, 8, 12), torch.tensor([10, 700]), torch.randn(2, 7, 32)
+    cond = {"resolution": torch.tensor([[64.0, 96.0]] * 2), "aspect_ratio": torch.tensor([[8 / 12]] * 2)}
+    with torch.no_grad():
+        expected = ref(x[:, :, 0], encoder_hidden_states=enc, timestep=t, added_cond_kwargs=cond).sample
+        assert (ours(x, t, enc, added_cond_kwargs=cond)[:, :, 0] - expected).abs().max() <= 1e-5
+        assert (ours(x, t, enc)[:, :, 0] - expected).abs().max() <= 1e-5
+        other = {"resolution": torch.tensor([[512.0, 512.0]] * 2), "aspect_ratio": torch.tensor([[1.0]] * 2)}
+        assert (ours(x, t, enc, added_cond_kwargs=other)[:, :, 0] - expected).abs().max() > 1e-4

@@ -36,7 +36,7 @@ from .motion_module import MotionModuleSet
 from .transformer import VideoTransformer
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ModelHandle:
     model: VideoTransformer
     motion: MotionModuleSet | None = None

@@ -63,7 +63,7 @@ def linear_layers(module: nn.Module, prefix: str = "") -> dict[str, Linear]:
 
 # ----- loaded LoRA files ----------------------------------------------------------------------------
 
-@dataclass
+@dataclass(eq=False)
 class LoraWeights:
     """A LoRA file resolved against a model: {module name: LoraPair(down, up, scale)}."""
     pairs: dict
