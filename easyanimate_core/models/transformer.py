@@ -32,6 +32,8 @@ yaml's ``transformer_additional_kwargs``); see :func:`model_options`.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -474,6 +476,9 @@ def load_transformer(path, motion_module=None, config=None, dtype: torch.dtype |
     report = _fit_state_dict(model, state, source)
     report["dropped"] = dropped
     model.load_report = report
+    if report["initialised"]:
+        logging.getLogger(__name__).info("%s: no weights for %d new parts, created as no-ops (e.g. %s)",
+                                         source, len(report["initialised"]), report["initialised"][0])
 
     stored = state["pos_embed.proj.weight"].dtype
     model.to(device=device or "cpu", dtype=stored if stored.is_floating_point else torch.float32)
