@@ -12,7 +12,7 @@ from easyanimate_core.errors import InputError
 from easyanimate_core.progress import Interrupted
 from easyanimate_core.sampling.context import ContextWindows
 from easyanimate_core.sampling.long_video import iter_long_video, plan_chunks
-from easyanimate_core.sampling.pipeline import Components, condition_for, denoise, encode_prompts, generate
+from easyanimate_core.sampling.pipeline import Components, denoise, encode_condition, encode_prompts, generate
 from easyanimate_core.video_io import read_video, write_video
 
 SIZE = {"width": 32, "height": 32}
@@ -127,7 +127,7 @@ def test_denoise_strength_keeps_more_of_the_input_when_low(t2v):
 def test_four_channel_model_keeps_the_start_image_by_blending(t2v):
     """Reference 4-channel conditioning: the kept latents are re-imposed after every step, at the
     final step noise-free, so the first latent frame is exactly the start image's."""
-    condition = condition_for(t2v, 9, 32, 32, start_image=image(4, 32, 32))
+    condition = encode_condition(t2v.vae, 9, 32, 32, start_image=image(4, 32, 32), inp=False)
     assert condition.mask_latents is None and condition.latent_mask[0, 0, :, 0, 0].tolist() == [0, 1, 1]
     cond, uncond = encode_prompts(t2v, PROMPT)
     scale = t2v.vae.scaling_factor
@@ -137,6 +137,11 @@ def test_four_channel_model_keeps_the_start_image_by_blending(t2v):
     free = denoise(t2v.transformer, torch.zeros(1, 4, 3, 4, 4), cond, uncond, steps=3, seed=2,
                    scaling_factor=scale)
     assert (free[:, :, 0] * scale - condition.video_latents[:, :, 0]).abs().mean() > 0.1
+    # a graph node without the model builds both forms; the 4-channel model takes the blend part
+    both = encode_condition(t2v.vae, 9, 32, 32, start_image=image(4, 32, 32))
+    assert both.mask_latents is not None and torch.equal(both.video_latents, condition.video_latents)
+    assert torch.equal(out, denoise(t2v.transformer, torch.zeros(1, 4, 3, 4, 4), cond, uncond, steps=3, seed=2,
+                                    scaling_factor=scale, inpaint=both))
 
 
 def test_context_windows_generate_long_clips_reproducibly(inp, tmp_path):

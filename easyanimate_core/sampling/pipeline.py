@@ -313,31 +313,32 @@ def decode(components: Components, latents: torch.Tensor, seam: str | None = Non
 
 # --------------------------------------------------------------------------- everything
 
-def condition_for(components: Components, frames: int, width: int, height: int,
-                  start_image=None, end_image=None, video=None,
-                  progress: ProgressFn | None = None) -> InpaintCondition | None:
-    """The :class:`InpaintCondition` a generation needs, or None when it needs none
-    (text-to-video with a 4-channel model)."""
-    is_inp = model_channels(components.transformer) != int(components.vae.config.get("latent_channels", 4))
+def encode_condition(vae, frames: int, width: int, height: int, *, start_image=None, end_image=None,
+                     video=None, inp: bool | None = None,
+                     progress: ProgressFn | None = None) -> InpaintCondition | None:
+    """The :class:`InpaintCondition` for start / end images (image-to-video) or an input video
+    (video-to-video), encoded by ``vae`` where it sits; None when nothing is to be encoded.
+
+    ``inp``: True for a 12-channel (InP) DiT (mask + masked-video latents), False for a 4-channel
+    one (input latents + latent mask for blending), None when the DiT is not known yet (a graph
+    node that only has the VAE): both are built and :func:`denoise` takes what its model reads.
+    A 12-channel model without images still needs its all-generated condition (``inp=True``)."""
     if video is not None:
         if start_image is not None or end_image is not None:
             raise InputError("video-to-video takes no start or end image; pass either a video or images")
-        source = video_source(video, width, height)
         if video.shape[-3] < frames:
             raise InputError(f"the input video has {video.shape[-3]} frames but {frames} were asked for; "
                              f"ask for at most {video.shape[-3]} frames")
-        want_video = True
+        source, want_video = video_source(video, width, height), True
     elif start_image is not None or end_image is not None:
         source = image_to_video_source(frames, width, height, start_image, end_image)
-        want_video = not is_inp
-    elif is_inp:
-        source = image_to_video_source(frames, width, height)
-        want_video = False
+        want_video = inp is not True
+    elif inp:
+        source, want_video = image_to_video_source(frames, width, height), False
     else:
         return None
-    with components.using(components.vae) as vae:
-        return encode_source(vae, source, frames, vae.scaling_factor, want_mask=is_inp,
-                             want_video=want_video, progress=progress)
+    return encode_source(vae, source, frames, vae.scaling_factor, want_mask=inp is not False,
+                         want_video=want_video, progress=progress)
 
 
 def generate(components: Components, prompt, negative_prompt="", **options) -> torch.Tensor:
@@ -376,8 +377,9 @@ def generate_encoded(components: Components, cond, uncond=None, *, width: int = 
     if is_inp and start_image is not None:
         first = start_image if start_image.ndim == 3 else start_image[0]
         clip_embeds = image_condition(components, first[None])
-    inpaint = condition_for(components, frames, width, height, start_image, end_image, video,
-                            progress=progress)
+    with components.using(vae):
+        inpaint = encode_condition(vae, frames, width, height, start_image=start_image, end_image=end_image,
+                                   video=video, inp=is_inp, progress=progress)
     shape = frame_rules.latent_shape(vae, frames, width, height, batch)
     if video is not None:
         latents = inpaint.video_latents.expand(shape) / vae.scaling_factor
