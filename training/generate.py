@@ -233,9 +233,10 @@ def read_input_video(path) -> torch.Tensor:
     return torch.from_numpy(frames).float().div(255).permute(3, 0, 1, 2)
 
 
-def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
-    """(1, 3, F, H, W) in [0, 1] -> (F, H, W, 3) uint8."""
-    return (video[0].permute(1, 2, 3, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+def to_uint8_frames(video: torch.Tensor):
+    """(1, 3, F, H, W) in [0, 1] -> (H, W, 3) uint8 frames, one at a time (no full-clip copy)."""
+    for frame in video[0].unbind(1):
+        yield (frame.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
 def main(command: str, argv) -> int:
@@ -269,22 +270,23 @@ def main(command: str, argv) -> int:
         if end is not None or video is not None:
             raise InputError("--chunk-frames (long-video mode) takes a start image only; drop --end-image / "
                              "--video or the chunking")
+        pieces = iter_long_video(components, config["prompt"], config["negative"], frames=config["frames"],
+                                 chunk_frames=config["chunk_frames"], overlap_frames=config["overlap_frames"],
+                                 seed=config["seed"], start_image=start, **options)
+    else:
+        pieces = [generate(components, config["prompt"], config["negative"], frames=config["frames"],
+                           seed=config["seed"], start_image=start, end_image=end, video=video,
+                           strength=config["strength"], **options)]
+    if isinstance(pieces, list) and pieces[0].shape[2] == 1:  # an image
+        path, written = write_video(output, list(to_uint8_frames(pieces[0])), fps=config["fps"]), 1
+    else:  # streamed frame by frame: chunked mode never holds the clip
+        written = 0
         with VideoWriter(output, config["fps"]) as writer:
-            written = 0
-            for piece in iter_long_video(components, config["prompt"], config["negative"],
-                                         frames=config["frames"], chunk_frames=config["chunk_frames"],
-                                         overlap_frames=config["overlap_frames"], seed=config["seed"],
-                                         start_image=start, **options):
+            for piece in pieces:
                 for frame in to_uint8_frames(piece):
                     writer.write(frame)
                 written += piece.shape[2]
         path = str(output)
-    else:
-        result = generate(components, config["prompt"], config["negative"], frames=config["frames"],
-                          seed=config["seed"], start_image=start, end_image=end, video=video,
-                          strength=config["strength"], **options)
-        written = result.shape[2]
-        path = write_video(output, to_uint8_frames(result), fps=config["fps"])
     log.info("wrote %s (%d frame%s, %.1f s)", path, written, "" if written == 1 else "s",
              time.perf_counter() - began)
     return 0

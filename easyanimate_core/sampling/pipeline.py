@@ -308,7 +308,8 @@ def decode(components: Components, latents: torch.Tensor, seam: str | None = Non
         dtype = next(vae.parameters()).dtype
         kwargs = {} if seam is None else {"seam": seam}
         video = vae.decode(latents.to(components.device, dtype), progress=progress, **kwargs)
-    return (video.float().cpu().clamp(-1, 1) + 1) / 2
+    # in place: the decoded clip is the largest tensor of a long run; no extra copies of it
+    return video.float().cpu().clamp_(-1, 1).add_(1).div_(2)
 
 
 # --------------------------------------------------------------------------- everything
