@@ -3,9 +3,16 @@ exported files load through the pack's LoRA loader at any strength; camera augme
 
 import pytest
 import torch
+from train_helpers import (
+    dit_yaml,
+    fixed_eval_loss,
+    image_dit_config,
+    make_dataset,
+    motion_config,
+    write_models,
+)
 
 from easyanimate_core.errors import InputError
-from train_helpers import dit_yaml, fixed_eval_loss, image_dit_config, make_dataset, motion_config, write_models
 
 
 @pytest.fixture(scope="module")

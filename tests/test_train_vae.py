@@ -3,9 +3,9 @@
 import pytest
 import torch
 import yaml
+from train_helpers import losses, make_dataset, vae_config
 
 from easyanimate_core.errors import CheckpointError, InputError
-from train_helpers import losses, make_dataset, vae_config
 
 
 def _config(tmp_path, meta, **train):

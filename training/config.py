@@ -94,5 +94,9 @@ def parse_args(command: str, argv, defaults: dict, description: str):
                              "checkpoint folder")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(list(argv))
-    config = build_config(defaults, args.config, args.overrides)
-    return config, args.resume
+    overrides, resume = list(args.overrides), args.resume
+    if resume and "=" in resume and not Path(resume).exists():  # "--resume a=b": a bare --resume
+        overrides.insert(0, resume)
+        resume = "latest"
+    config = build_config(defaults, args.config, overrides)
+    return config, resume

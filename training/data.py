@@ -13,9 +13,7 @@ Unreadable samples are replaced by the next readable one of the same type and co
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -87,7 +85,7 @@ class BatchPlan:
                 continue
             try:
                 self.shape[i] = _media_size(entry)
-            except Exception:
+            except (OSError, ValueError, RuntimeError):  # unreadable files of any kind: counted
                 self.unreadable += 1
         if not self.shape:
             raise InputError(f"no readable {cfg['types']} samples in the metadata "
@@ -95,7 +93,7 @@ class BatchPlan:
                              f"data.metadata, data.root and data.types.")
 
     def _bucket(self, index: int) -> tuple:
-        h, w, n = self.shape[index]
+        h, w, _ = self.shape[index]
         kind = self.entries[index]["type"]
         ratio = buckets.closest_ratio(h, w) if self.cfg["buckets"] else 1.0
         return kind, ratio
@@ -275,7 +273,7 @@ class MediaDataset(torch.utils.data.Dataset):
             generator = seeded_generator(*item.seed, skipped)
             try:
                 pixels = self._load(item, index, generator)
-            except Exception:
+            except (OSError, ValueError, RuntimeError):  # corrupt / truncated / too short: next one
                 continue
             return {"pixels": pixels, "text": self.entries[index].get("text", ""), "type": kind,
                     "skipped": skipped, "key": self.entries[index]["file_path"]}

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 # ---------------------------------------------------------------- VAE
 
 class VAELoss(nn.Module):
@@ -82,7 +81,7 @@ class DiffusionTerms:
         self._set(b, acp)
 
     @classmethod
-    def from_alphas_cumprod(cls, alphas_cumprod: torch.Tensor) -> "DiffusionTerms":
+    def from_alphas_cumprod(cls, alphas_cumprod: torch.Tensor) -> DiffusionTerms:
         """From the shared schedule's abar_t (``easyanimate_core.sampling.schedule``)."""
         acp = alphas_cumprod.double()
         betas = 1.0 - acp / torch.cat([acp.new_ones(1), acp[:-1]])

@@ -131,7 +131,8 @@ def select_trainable(model, patterns, low_patterns, lr: float, low_factor: float
 
 
 def load_vae(vcfg: dict):
-    from easyanimate_core.models.vae import VideoVAE, load_vae as load
+    from easyanimate_core.models.vae import VideoVAE
+    from easyanimate_core.models.vae import load_vae as load
 
     if vcfg["pretrained"]:
         return load(vcfg["pretrained"])
@@ -305,6 +306,9 @@ def run(command: str, cfg: dict, resume, adapt=None, export=None, transform=None
         dataset = CachedDataset(plan, cache, vae.latent_frames)
     stream = data_lib.BatchStream(plan, dataset, tcfg["num_workers"])
 
+    deepspeed = getattr(accelerator.state, "deepspeed_plugin", None)
+    if deepspeed is not None:  # we feed batches ourselves, so DeepSpeed cannot infer the micro-batch
+        deepspeed.deepspeed_config["train_micro_batch_size_per_gpu"] = dcfg["batch_size"]
     optimizer = torch.optim.AdamW(groups, lr=tcfg["lr"], betas=tuple(tcfg["betas"]),
                                   weight_decay=tcfg["weight_decay"], eps=tcfg["adam_eps"])
     scheduler = lr_schedule(optimizer, tcfg["lr_schedule"], tcfg["warmup_steps"], tcfg["steps"])

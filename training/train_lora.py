@@ -26,7 +26,8 @@ import json
 from pathlib import Path
 
 from training.config import _merge, parse_args
-from training.train_dit import DEFAULTS as DIT_DEFAULTS, run
+from training.train_dit import DEFAULTS as DIT_DEFAULTS
+from training.train_dit import run
 
 LORA_DEFAULTS = _merge(copy.deepcopy(DIT_DEFAULTS), {
     "train": {"output_dir": "outputs/lora", "lr": 1e-4, "ema": False, "warmup_steps": 0, "weight_decay": 1e-2,

@@ -128,9 +128,12 @@ def main(command: str, argv) -> int:
     from training.losses import VAELoss, adaptive_weight, generator_adversarial, hinge_discriminator
 
     cfg, resume = parse_args(command, argv, command_defaults(command), __doc__.split("\n\n")[0])
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     tcfg, mcfg, lcfg, dcfg = cfg["train"], cfg["model"], cfg["loss"], cfg["data"]
     accelerator = make_accelerator(tcfg)
+    if getattr(accelerator.state, "deepspeed_plugin", None) is not None:
+        raise InputError("the VAE trainer trains two models with two optimizers (autoencoder and GAN "
+                         "discriminators), which accelerate's DeepSpeed mode does not take; launch it with "
+                         "plain DDP (accelerate launch --multi_gpu) instead.")
     torch.manual_seed(tcfg["seed"])  # identical initial weights on every rank
 
     vae = build_vae(mcfg)

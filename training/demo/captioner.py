@@ -45,9 +45,9 @@ def caption_records(records: list[dict], clips_root: Path) -> list[dict]:
     return out
 
 
-def write_stills(videos_json, images_json, all_json) -> int:
-    """The middle frame of every clip as a PNG with the clip's caption (the image data of DiT
-    stage 1 and of the VAE); ``all_json`` lists clips and stills together."""
+def write_stills(videos_json, images_json, all_json, per_clip: int = 3) -> int:
+    """``per_clip`` frames of every clip (evenly inside it) as PNGs with the clip's caption: the
+    image data of DiT stage 1 and of the VAE; ``all_json`` lists clips and stills together."""
     from PIL import Image
 
     from easyanimate_core.video_io import read_video
@@ -59,11 +59,14 @@ def write_stills(videos_json, images_json, all_json) -> int:
     rows = json.loads(videos_json.read_text())
     images = []
     for row, entry in zip(rows, load_metadata(videos_json)):
-        frames, _ = read_video(entry["file_path"], [int(entry["num_frames"]) // 2])
-        name = Path(row["file_path"]).stem + ".png"
-        Image.fromarray(frames[0]).save(stills / name)
-        images.append({"file_path": f"stills/{name}", "text": row["text"], "type": "image",
-                       "width": int(frames.shape[2]), "height": int(frames.shape[1])})
+        count = int(entry["num_frames"])
+        picks = [count * (k + 1) // (per_clip + 1) for k in range(per_clip)]
+        frames, _ = read_video(entry["file_path"], picks)
+        for k, frame in enumerate(frames):
+            name = f"{Path(row['file_path']).stem}-{k}.png"
+            Image.fromarray(frame).save(stills / name)
+            images.append({"file_path": f"stills/{name}", "text": row["text"], "type": "image",
+                           "width": int(frame.shape[1]), "height": int(frame.shape[0])})
     Path(images_json).write_text(json.dumps(images, indent=1))
     Path(all_json).write_text(json.dumps(rows + images, indent=1))
     return len(images)

@@ -4,6 +4,7 @@
     <output>/vae/{config.json, diffusion_pytorch_model.safetensors}           slice VAE
     <output>/text_encoder/, <output>/tokenizer/                               tiny T5 + world tokenizer
     <output>/motion_lora/<name>.safetensors                                   the MotionLoRA
+    <output>/generate.yaml                                                    generation defaults for this model
     <output>/demo_provenance.json                                             how it was made
 
 Weights are stored in fp16 to keep the folder small (the loaders cast to the compute dtype).
@@ -61,10 +62,23 @@ def export_model(work: Path, output: Path, cfg: dict, timings: dict) -> Path:
         "stored_dtype": str(STORE_DTYPE).replace("torch.", ""),
     }
     (staging / "demo_provenance.json").write_text(json.dumps(provenance, indent=1))
+    (staging / "generate.yaml").write_text(generation_defaults(cfg))
     if output.exists():
         shutil.rmtree(output)
     staging.rename(output)
     return output
+
+
+def generation_defaults(cfg: dict) -> str:
+    """The settings the model was made for and scored with (``run.py generate --config``)."""
+    import yaml
+
+    size = cfg["world"]["size"]
+    e = cfg["eval"]
+    return yaml.safe_dump({"width": size, "height": size, "frames": e.get("frames", 16), "fps": cfg["world"]["fps"],
+                           "steps": e.get("steps", 20), "cfg": e.get("cfg", 5.0),
+                           "sampler": e.get("sampler", "dpmpp_2m"), "negative": "", "seam": "none"},
+                          sort_keys=False)
 
 
 def _copy_weights_file(source: Path, target: Path) -> None:

@@ -108,6 +108,8 @@ def stage_summary(name: str, path) -> dict:
             counts["drop:short_scene"] += len(record.get("dropped_scenes", []))
         else:
             counts["kept"] += 1
+            if name == "aesthetic" and "aesthetic_score" not in record:
+                counts["unscored"] += 1  # passed through: no weights were given
     return {"stage": name, **counts}
 
 
@@ -116,6 +118,8 @@ def summary_table(rows: list[dict]) -> str:
     for row in rows:
         kept = row.get("clips", row.get("kept", 0))
         why = ", ".join(f"{k[5:]}={v}" for k, v in sorted(row.items()) if k.startswith("drop:")) or "-"
+        if row.get("unscored"):
+            why += f" ({row['unscored']} passed UNSCORED)"
         label = row["stage"] + ("*" if "clips" in row else "")
         lines.append(f"{label:<10} {row.get('in', 0):>6} {kept:>6} {row.get('error', 0):>6}  {why}")
     if any("clips" in row for row in rows):

@@ -1,0 +1,56 @@
+"""The shipped training configs parse for their commands (no unknown or misspelt options) and
+the accelerate / DeepSpeed launch configs are valid."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+COMMANDS = {"vae": "vae", "vae-decoder": "vae_decoder", "dit-image": "dit_image", "dit-motion": "dit_motion",
+            "dit-full": "dit_full", "lora": "lora", "motion-lora": "motion_lora",
+            "domain-adapter": "domain_adapter"}
+
+
+@pytest.mark.parametrize("command,name", COMMANDS.items())
+def test_shipped_config_parses_for_its_command(command, name):
+    from training.config import parse_args
+    from training.train_dit import command_defaults as dit_defaults
+    from training.train_lora import command_defaults as lora_defaults
+    from training.train_vae import command_defaults as vae_defaults
+
+    defaults = {"vae": vae_defaults, "vae-decoder": vae_defaults, "lora": lora_defaults,
+                "motion-lora": lora_defaults, "domain-adapter": lora_defaults}.get(command, dit_defaults)
+    cfg, resume = parse_args(command, ["--config", str(CONFIGS / f"{name}.yaml"), "train.steps=7"],
+                             defaults(command), "test")
+    assert cfg["train"]["steps"] == 7 and resume is None
+    assert cfg["data"]["metadata"]
+
+
+def test_motion_config_yaml_anchors_expand():
+    from training.config import parse_args
+    from training.train_dit import command_defaults
+
+    cfg, _ = parse_args("dit-motion", ["--config", str(CONFIGS / "dit_motion.yaml")], command_defaults("dit-motion"), "")
+    odd = cfg["model"]["motion_config"]["motion_module_kwargs_odd"]
+    assert odd["attention_block_types"] == ["Temporal_Self", "Global_Self"] and odd["num_attention_heads"] == 16
+
+
+def test_launch_configs_are_valid():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(CONFIGS / "accelerate_zero2.yaml"))
+    assert str(config.distributed_type).endswith("DEEPSPEED")
+    ds_file = Path(config.deepspeed_config["deepspeed_config_file"])
+    ds = json.loads((CONFIGS.parents[1] / ds_file).read_text())
+    assert ds["zero_optimization"]["stage"] == 2
+
+
+def test_resume_flag_forms():
+    from training.config import parse_args
+
+    defaults = {"train": {"steps": 1}}
+    assert parse_args("x", ["--resume"], defaults, "")[1] == "latest"
+    assert parse_args("x", ["--resume", "ckpt/checkpoint-00000010"], defaults, "")[1] == "ckpt/checkpoint-00000010"
+    cfg, resume = parse_args("x", ["--resume", "train.steps=5"], defaults, "")
+    assert resume == "latest" and cfg["train"]["steps"] == 5
