@@ -16,6 +16,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_vae": ".models.vae",
     "load_transformer": ".models.transformer",
+    "load_motion_module": ".models.motion_module",
+    "load_lora": ".models.lora",
+    "ModelHandle": ".models.handle",
     "inspect_checkpoint": ".checkpoints",
     "load_state_dict": ".checkpoints",
     "save_state_dict": ".checkpoints",
