@@ -74,6 +74,7 @@ def test_aesthetic_without_weights_passes_clips_unscored(sources, tmp_path, caps
     run_all(sources, tmp_path, "--skip", "text", "motion", "caption")
     assert "UNSCORED" in capsys.readouterr().err
     assert all("aesthetic_score" not in r for r in read_jsonl(tmp_path / "aesthetic.jsonl"))
+    assert "(5 passed UNSCORED)" in (tmp_path / "summary.txt").read_text()
 
 
 def test_shards_merge_into_the_unsharded_result(sources, tmp_path):
@@ -197,3 +198,10 @@ def test_bad_model_options_fail_before_any_work(sources, tmp_path):
     with pytest.raises(EasyAnimateError, match="needs --flow-weights"):
         cli.main("preprocess", ["all", "--input", str(sources), "--workdir", str(tmp_path), "--flow", "raft"])
     assert not (tmp_path / "split.jsonl").exists()
+
+
+def test_the_trainers_data_loader_reads_the_metadata(sources, tmp_path):
+    data = pytest.importorskip("training.data")
+    run_all(sources, tmp_path, "--skip", "aesthetic")
+    entries = data.load_entries(str(tmp_path / "metadata.json"), None)
+    assert len(entries) == 3 and all(Path(e["file_path"]).is_file() and e["type"] == "video" for e in entries)
