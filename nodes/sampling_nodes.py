@@ -103,6 +103,15 @@ def _with_keys(conditioning, values: dict) -> list:
     return [[embeds, {**extras, **values}] for embeds, extras in conditioning]
 
 
+def _moved(condition, device):
+    """A copy of an InpaintCondition with its tensors on ``device`` (cond dicts live between nodes)."""
+    import dataclasses
+
+    return dataclasses.replace(condition, **{field.name: getattr(condition, field.name).to(device)
+                                             for field in dataclasses.fields(condition)
+                                             if getattr(condition, field.name) is not None})
+
+
 def _clip_embeds(clip_vision, clip_vision_output, start):
     if clip_vision is not None and clip_vision_output is not None:
         raise InputError("both clip_vision and clip_vision_output are connected; connect one of them "
@@ -175,7 +184,7 @@ class VDiT_ImageToVideo:
             host.load_models([vae])
             condition = encode_source(vae, source, frames, vae.scaling_factor, want_mask=True, want_video=True,
                                       progress=host.progress(1))
-            extras[INPAINT_KEY] = condition.to(host.intermediate_device())
+            extras[INPAINT_KEY] = _moved(condition, host.intermediate_device())
         positive = _with_keys(positive, {**extras, **({} if clip_embeds is None else {CLIP_EMBEDS_KEY: clip_embeds})})
         negative = _with_keys(negative, extras)
         return positive, negative, _empty_latent(vae, width, height, frames, batch_size)

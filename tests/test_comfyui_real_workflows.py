@@ -53,7 +53,7 @@ comfyui_server.torchvision_stub = _fuller_torchvision_stub
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE, FRAMES, LONG_FRAMES, STEPS = 32, 9, 33, 2
-INPUT_FPS = 8
+INPUT_FPS = 10
 UPLOAD_COMBOS = frozenset({("LoadImage", "image"), ("LoadVideo", "file")})
 
 
@@ -61,7 +61,7 @@ UPLOAD_COMBOS = frozenset({("LoadImage", "image"), ("LoadVideo", "file")})
 
 def _install_models(models: Path) -> None:
     """The files of workflow_builder.MODEL_FILES, as tiny random models in published layouts."""
-    from tiny_models import save_clip, save_dit, save_vae, tiny_dit_config
+    from tiny_models import save_dit, save_vae, tiny_dit_config
     from tiny_text import write_tiny_text_encoder
 
     from easyanimate_core.checkpoints import LoraPair, lora_state_dict, save_state_dict
@@ -69,12 +69,11 @@ def _install_models(models: Path) -> None:
     from easyanimate_core.models.transformer import VideoTransformer
 
     names = {key: models / "easyanimate" / name for key, name in workflow_builder.MODEL_FILES.items()}
-    save_dit(names["dit"], in_channels=12)                  # an InP model: t2v, i2v and v2v
+    save_dit(names["dit"], in_channels=12)  # an InP model (t2v, i2v, v2v); the 4-channel route is tested headless
     save_vae(names["vae"])
     text = write_tiny_text_encoder(models / "scratch_text")
     (text / "text_encoder").rename(names["t5"])
     (text / "tokenizer").rename(names["t5"].parent / "tokenizer")
-    save_clip(names["clip_vision"])
 
     # v1 style: a PixArt base (no motion modules), a standalone grid motion module, a MotionLoRA
     torch.manual_seed(1)
@@ -103,6 +102,7 @@ def _install_models(models: Path) -> None:
     pairs = {query.format(i): LoraPair(torch.randn(2, layers[query.format(i)].in_features) * 0.2,
                                        torch.randn(layers[query.format(i)].out_features, 2) * 0.2, 1.0)
              for i in range(2)}
+    names["motion_lora"].parent.mkdir(parents=True, exist_ok=True)
     save_state_dict(names["motion_lora"], lora_state_dict(pairs, "motion_lora"))
 
 
@@ -192,7 +192,7 @@ VIDEO_CASES = {
     "text_to_video.json": (FRAMES, workflow_builder.SETTINGS["fps"]),
     "image_to_video.json": (FRAMES, workflow_builder.SETTINGS["fps"]),
     "video_to_video.json": (FRAMES, INPUT_FPS),
-    "pixart_motion_module.json": (FRAMES, workflow_builder.SETTINGS["v1_fps"]),
+    "pixart_motion_module.json": (FRAMES, workflow_builder.SETTINGS["fps"]),
     "long_video_context_windows.json": (LONG_FRAMES, workflow_builder.SETTINGS["fps"]),
 }
 

@@ -189,11 +189,11 @@ def test_length_widget_snaps_and_shows_latent_frames(page):
       const node = app.graph._nodes.find((n) => n.type === 'VDiT_EmptyLatentVideo');
       const widget = node.widgets.find((w) => w.name === 'length');
       const seen = [[widget.value, widget.label]];
-      for (const value of [145, 146, 20, 10, 8, 7]) { widget.value = value; widget.callback(value); seen.push([widget.value, widget.label]); }
+      for (const value of [17, 18, 20, 10, 8, 7]) { widget.value = value; widget.callback(value); seen.push([widget.value, widget.label]); }
       return seen;
     })()""")
     # one arrow step past a valid count moves to the next one that way; a typed count goes to the nearest
-    assert steps == [[144, "length (36 latent)"], [145, "length (37 latent)"], [152, "length (38 latent)"],
+    assert steps == [[16, "length (4 latent)"], [17, "length (5 latent)"], [24, "length (6 latent)"],
                      [17, "length (5 latent)"], [9, "length (3 latent)"], [8, "length (2 latent)"],
                      [1, "length (1 latent)"]]
     labels = page.js("""app.graph._nodes.find((n) => n.type === 'VDiT_ContextOptions')?.widgets.map((w) => w.label)
@@ -201,7 +201,7 @@ def test_length_widget_snaps_and_shows_latent_frames(page):
     assert labels is None  # text_to_video has no context options; the long-video workflow does
     _load(page, json.loads((ROOT / "workflows" / "long_video_context_windows.json").read_text()))
     labels = page.js("app.graph._nodes.find((n) => n.type === 'VDiT_ContextOptions').widgets.map((w) => w.label)")
-    assert labels[:2] == ["context_length (64 frames)", "context_overlap (16 frames)"]
+    assert labels[:2] == ["context_length (16 frames)", "context_overlap (8 frames)"]
 
 
 def test_node_help_page_renders_in_the_help_panel(page, tmp_path):

@@ -21,24 +21,28 @@ WORKFLOWS = ROOT / "workflows"
 NATIVE_SNAPSHOT = HERE / "fixtures" / "comfyui_0.3.64_native_nodes.json"
 
 # Names as host.model_files() lists them under ComfyUI/models/easyanimate (folders by their
-# relative path). The embedded default model uses this layout.
+# relative path): the embedded default model's folder (training/demo/export.py layout), plus the
+# two parts a v1-style graph needs that it does not hold as separate files (placeholders).
 MODEL_FILES = {
     "dit": "vdit_default/transformer",
     "vae": "vdit_default/vae",
     "t5": "vdit_default/text_encoder",
-    "clip_vision": "vdit_default/image_encoder",
+    "motion_lora": "vdit_default/motion_lora/pan_left.safetensors",
     "pixart_base": "vdit_default/pixart_base",
     "motion_module": "vdit_default/motion_module.safetensors",
-    "motion_lora": "vdit_default/motion_lora.safetensors",
 }
 # Input files the image / video workflows load from ComfyUI/input.
 INPUT_FILES = {"start_image": "vdit_start.png", "end_image": "vdit_end.png", "video": "vdit_input.mp4"}
+# Generation settings of the embedded default model (64x64, 16-frame clips at 8 fps; its
+# generate.yaml); the Notes give the EasyAnimate release defaults for the released models.
 SETTINGS = {
-    "width": 672, "height": 384, "frames": 144, "fps": 24, "steps": 25, "cfg": 7.0, "seed": 43,
-    "sampler": "dpmpp_2m", "i2v_frames": 72, "v2v_denoise": 0.7, "long_frames": 576,
-    "context_length": 16, "context_overlap": 4,
-    "v1_frames": 80, "v1_fps": 12, "v1_sampler": "euler_a", "v1_steps": 30,
+    "width": 64, "height": 64, "frames": 16, "fps": 8, "steps": 20, "cfg": 5.0, "seed": 43,
+    "sampler": "dpmpp_2m", "i2v_frames": 16, "v2v_denoise": 0.7, "long_frames": 64,
+    "context_length": 4, "context_overlap": 2,
 }
+RELEASE_DEFAULTS = ("For the released EasyAnimate v3 models use 672x384 (512 model) or 1008x576 (768 model), "
+                    "144 frames at 24 fps, dpmpp_2m, 25 steps, CFG 7; v1 (PixArt + motion module): 80 frames "
+                    "at 12 fps, euler_a, 30 steps, CFG 7.")
 PROMPT = ("A red car drives along a winding mountain road at sunset, the camera follows it. "
           "The video is of high quality, and the view is very clear.")
 NEGATIVE = ("Blurring, mutation, deformation, distortion, dark and solid, comics, text subtitles, "
@@ -199,8 +203,8 @@ def _files(*keys) -> str:
 def text_to_video(g: Graph):
     g.note(0, "Text to video. " + MODEL_HELP + _files("dit", "vae", "t5") + "\n\nSettings: width / height are "
            "multiples of 16; length is 1 or a multiple of 8 (+1 allowed): 8 frames = 2 latent frames. The "
-           "release defaults are 672x384, 144 frames, DPM++ (dpmpp_2m) 25 steps, CFG 7, 24 fps. Lower the "
-           "length or size if you run out of memory; the decode runs slice by slice.")
+           "values here suit the embedded default model (64x64, 16 frames, 8 fps). " + RELEASE_DEFAULTS
+           + " Lower the length or size if you run out of memory; the decode runs slice by slice.")
     positive, negative, vae, dit = _text_and_models(g)
     latent = g.add("VDiT_EmptyLatentVideo", 1, vae=vae[0], width=SETTINGS["width"], height=SETTINGS["height"],
                    length=SETTINGS["frames"])
@@ -212,7 +216,8 @@ def text_to_image(g: Graph):
     g.note(0, "Text to image: the same model with a 1-frame video. " + MODEL_HELP + _files("dit", "vae", "t5")
            + "\n\nThe image size follows the same rule (multiples of 16).")
     positive, negative, vae, dit = _text_and_models(g)
-    latent = g.add("VDiT_EmptyLatentVideo", 1, vae=vae[0], width=512, height=512, length=1)
+    latent = g.add("VDiT_EmptyLatentVideo", 1, vae=vae[0], width=SETTINGS["width"], height=SETTINGS["height"],
+                   length=1)
     samples = _sampler(g, 2, dit[0], positive[0], negative[0], latent[0])
     images = g.add("VDiT_VAEDecode", 3, vae=vae[0], samples=samples[0])
     g.add("SaveImage", 4, images=images[0], filename_prefix="vdit_t2i")
@@ -220,16 +225,17 @@ def text_to_image(g: Graph):
 
 def image_to_video(g: Graph):
     g.note(0, "Image to video with a start and an end frame (disconnect end_image for start-frame only). "
-           "Needs an InP (12-channel) model and its CLIP image encoder. " + MODEL_HELP
-           + _files("dit", "vae", "t5", "clip_vision") + "\n\nThe images are scaled to cover width x height "
-           "and centre-cropped. Put your pictures in ComfyUI/input or use the upload button.")
+           + MODEL_HELP + _files("dit", "vae", "t5") + "\n\nThe images are scaled to cover width x height and "
+           "centre-cropped. Put your pictures in ComfyUI/input or use the upload button. With an InP "
+           "(12-channel) release, also add 'Load EasyAnimate CLIP Vision' (its image_encoder folder) and connect "
+           "it to clip_vision; 4-channel models (like the default model) keep the frames by latent blending and "
+           "need no CLIP. " + RELEASE_DEFAULTS)
     positive, negative, vae, dit = _text_and_models(g)
     start = g.add("LoadImage", 0, title="Start frame", image=INPUT_FILES["start_image"])
     end = g.add("LoadImage", 0, title="End frame", image=INPUT_FILES["end_image"])
-    clip = g.add("VDiT_LoadCLIPVision", 1, clip_name=MODEL_FILES["clip_vision"])
     i2v = g.add("VDiT_ImageToVideo", 2, positive=positive[0], negative=negative[0], vae=vae[0],
                 width=SETTINGS["width"], height=SETTINGS["height"], length=SETTINGS["i2v_frames"],
-                start_image=start[0], end_image=end[0], clip_vision=clip[0])
+                start_image=start[0], end_image=end[0])
     samples = _sampler(g, 3, dit[0], i2v["positive"], i2v["negative"], i2v["latent"])
     _save_video(g, 4, vae, samples, "i2v")
 
@@ -248,27 +254,29 @@ def video_to_video(g: Graph):
 
 
 def pixart_motion_module(g: Graph):
-    g.note(0, "EasyAnimate v1 style: a PixArt-alpha image model plus a motion module (and a MotionLoRA for a "
-           "camera move) makes a video model. " + MODEL_HELP
-           + _files("pixart_base", "motion_module", "motion_lora", "vae", "t5") + "\n\nThe v1 release used "
-           "80 frames at 12 fps, Euler a, 30 steps, CFG 7. motion_scale scales the motion module's effect; "
-           "the MotionLoRA strength its camera move.")
+    g.note(0, "EasyAnimate v1 style: an image DiT (a PixArt-alpha base) plus a motion module, and a MotionLoRA "
+           "for a camera move, make a video model. " + MODEL_HELP
+           + _files("pixart_base", "motion_module", "motion_lora", "vae", "t5") + " For the v1 release pick "
+           "PixArt-XL-2-512x512/transformer and easyanimate_v1_mm.safetensors (motion preset v1).\n\n"
+           "motion_scale scales the motion module's effect (0 = the still image model); the MotionLoRA strength "
+           "scales its camera move. " + RELEASE_DEFAULTS)
     positive, negative, vae, _ = _text_and_models(g, dit_name=None)
     base = g.add("VDiT_LoadDiT", 0, dit_name=MODEL_FILES["pixart_base"])
     motion = g.add("VDiT_LoadMotionModule", 0, motion_name=MODEL_FILES["motion_module"])
     motion_lora = g.add("VDiT_LoadMotionLoRA", 1, lora_name=MODEL_FILES["motion_lora"])
     model = g.add("VDiT_ApplyMotionModule", 1, model=base[0], motion_module=motion[0], motion_lora=motion_lora[0])
-    latent = g.add("VDiT_EmptyLatentVideo", 2, vae=vae[0], width=512, height=512, length=SETTINGS["v1_frames"])
-    samples = _sampler(g, 3, model[0], positive[0], negative[0], latent[0], sampler_name=SETTINGS["v1_sampler"],
-                       steps=SETTINGS["v1_steps"])
-    _save_video(g, 4, vae, samples, "pixart_mm", fps=SETTINGS["v1_fps"])
+    latent = g.add("VDiT_EmptyLatentVideo", 2, vae=vae[0], width=SETTINGS["width"], height=SETTINGS["height"],
+                   length=SETTINGS["frames"])
+    samples = _sampler(g, 3, model[0], positive[0], negative[0], latent[0])
+    _save_video(g, 4, vae, samples, "pixart_mm")
 
 
 def long_video(g: Graph):
     g.note(0, "Long video with sliding context windows: each sampling step runs the DiT on overlapping windows "
            "of latent frames and blends them, so memory follows the window, not the video. Context counts are "
-           "in latent frames (1 latent frame = 4 video frames): 16 = 64 frames. More overlap blends better but "
-           "costs more steps' worth of compute. " + MODEL_HELP + _files("dit", "vae", "t5"))
+           "in latent frames (1 latent frame = 4 video frames): 4 = 16 frames. More overlap blends better but "
+           "costs more compute. The default model was trained on 16-frame clips (4 latent frames), so its windows are 4 "
+           "latent frames long. " + MODEL_HELP + _files("dit", "vae", "t5"))
     positive, negative, vae, dit = _text_and_models(g)
     latent = g.add("VDiT_EmptyLatentVideo", 1, vae=vae[0], width=SETTINGS["width"], height=SETTINGS["height"],
                    length=SETTINGS["long_frames"])
