@@ -121,3 +121,17 @@ def test_lora_spec_parsing(tmp_path):
     assert lora_spec("style.safetensors") == ("style.safetensors", 1.0)
     assert lora_spec("style.safetensors:0.6") == ("style.safetensors", 0.6)
     assert lora_spec("C:/loras/style.safetensors") == ("C:/loras/style.safetensors", 1.0)
+
+
+def test_option_errors(model, tmp_path):
+    with pytest.raises(InputError, match="--dtype"):
+        main("generate", ["--model", str(model), *FAST, "--dtype", "fp64"])
+    with pytest.raises(InputError, match="does not exist"):
+        main("generate", ["--config", str(tmp_path / "none.yaml")])
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    with pytest.raises(InputError, match="key: value"):
+        main("generate", ["--config", str(listing)])
+    with pytest.raises(InputError, match="start image only"):
+        main("generate", ["--model", str(model), *FAST, "--chunk-frames", "16", "--end-image",
+                          picture(tmp_path / "e.png", 3)])

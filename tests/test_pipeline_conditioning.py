@@ -82,3 +82,25 @@ def test_denoise_rejects_latents_the_model_cannot_take(parts):
         denoise(parts.transformer, torch.zeros(1, 5, 1, 4, 4), cond, steps=1)
     with pytest.raises(InputError, match="must be even"):
         denoise(parts.transformer, torch.zeros(1, 4, 1, 5, 4), cond, steps=1)
+
+
+def test_denoise_rejects_conditions_the_model_cannot_read(parts):
+    from tiny_models import build_dit
+
+    from easyanimate_core.sampling.inpaint import InpaintCondition
+    from easyanimate_core.sampling.pipeline import Components, encode_condition
+
+    cond, _ = encode_prompts(parts, PROMPT)
+    latents = torch.zeros(1, 4, 3, 4, 4)
+    blend_only = InpaintCondition(video_latents=latents, latent_mask=torch.ones(1, 1, 3, 4, 4))
+    with pytest.raises(InputError, match="no mask latents"):
+        denoise(parts.transformer, latents, cond, steps=1, inpaint=blend_only)
+    with pytest.raises(InputError, match="no video latents"):
+        denoise(build_dit(4), latents, cond, steps=1, inpaint=InpaintCondition(latents, latents))
+    short = encode_condition(parts.vae, 1, 32, 32, start_image=torch.rand(3, 32, 32), inp=True)
+    with pytest.raises(InputError, match="covers 1 latent frames"):
+        denoise(parts.transformer, latents, cond, steps=1, inpaint=short)
+    with pytest.raises(InputError, match="no start or end image"):
+        encode_condition(parts.vae, 9, 32, 32, start_image=torch.rand(3, 32, 32), video=torch.rand(3, 9, 32, 32))
+    with pytest.raises(InputError, match="no text encoder"):
+        encode_prompts(Components(parts.transformer, parts.vae), PROMPT)

@@ -4,7 +4,8 @@ Plain functions over explicit components, in three layers a host can enter at an
 
 - :func:`denoise` - the sampling loop alone, from latents and pre-encoded conditioning (what the
   ComfyUI sampler node calls with ComfyUI's text embeddings and an empty or encoded LATENT);
-- :func:`encode_prompts`, :func:`image_condition`, :func:`decode` - the encoders around it;
+- :func:`encode_prompts` (T5), :func:`image_condition` (CLIP), :func:`encode_condition` (start /
+  end images or an input video through the VAE), :func:`decode` - the encoders around it;
 - :func:`generate` - everything: prompt -> video.
 
 Conventions (see also ``frames.py`` for the size / frame rules):
@@ -145,9 +146,8 @@ def _clip_inputs(clip_embeds, batch, use_cfg, active, device, dtype):
     else:
         states = clip_embeds.to(device, dtype).expand(batch, -1)
         mask = torch.ones(batch, CLIP_TOKENS, device=device, dtype=torch.bool)
-    if use_cfg:
-        # the negative branch never sees the image
-        return torch.cat([zeros, states if active else zeros]), torch.cat([off, mask if active else off])
+    if use_cfg:  # the negative branch never sees the image
+        return torch.cat([zeros, states]), torch.cat([off, mask])
     return states, mask
 
 
@@ -174,7 +174,8 @@ def denoise(transformer, latents: torch.Tensor, cond, uncond=None, *, steps: int
         all-padding negative. Classifier-free guidance (batch [uncond, cond]) runs when cfg > 1.
     sampler / karras / steps: see ``schedule.SAMPLERS``. The noise comes from ``noise``, else
         from ``generator``, else from a CPU generator seeded with ``seed`` (0 when None), drawn on
-        the CPU so a seed gives the same video on every device.
+        the CPU so a seed gives the same video on every device; the same generator feeds
+        ``euler_a``'s per-step noise.
     inpaint: :class:`InpaintCondition` (image-to-video / start+end frames): read by 12-channel
         models as extra input channels; 4-channel models are blended towards the kept region
         after every step. 12-channel models without one get the all-generated condition built
@@ -183,7 +184,8 @@ def denoise(transformer, latents: torch.Tensor, cond, uncond=None, *, steps: int
         conditional branch for the last ``clip_apply_ratio`` share of the steps only.
     context: :class:`~.context.ContextWindows` to run the DiT on overlapping windows of latent
         frames (long videos with bounded memory); None runs all frames at once.
-    progress: ``progress(step, steps, preview=latents)`` after every step; raise to cancel.
+    progress: ``progress(step, steps, preview=x0)`` after every step, ``x0`` the current clean
+        estimate (scaled latents, for a cheap preview); raise from it to cancel.
     """
     from .guidance import cfg_model, drop_learned_sigma
     from .samplers import sample
@@ -216,10 +218,11 @@ def denoise(transformer, latents: torch.Tensor, cond, uncond=None, *, steps: int
     if inpaint is not None:
         if is_inp and inpaint.mask_latents is None:
             raise InputError("the image condition has no mask latents but the DiT is a 12-channel InP model; "
-                             "build it with want_mask=True")
+                             "encode it with encode_condition(..., inp=True) or inp=None")
         if not is_inp and inpaint.latent_mask is None:
             raise InputError("the image condition has no video latents but the DiT is a 4-channel model, "
-                             "which is conditioned by latent blending; build it with want_video=True")
+                             "which is conditioned by latent blending; encode it with "
+                             "encode_condition(..., inp=False) or inp=None")
     extra = None
     if is_inp:
         if inpaint is None:  # the reference's "no mask" input: everything generated, nothing shown
@@ -235,9 +238,9 @@ def denoise(transformer, latents: torch.Tensor, cond, uncond=None, *, steps: int
         extra = extra.expand(batch, -1, -1, -1, -1)
     clip_embeds = clip_embeds if is_inp else None
 
+    if generator is None:  # also feeds euler_a's per-step noise when `noise` is given
+        generator = torch.Generator("cpu").manual_seed(0 if seed is None else int(seed))
     if noise is None:
-        if generator is None:
-            generator = torch.Generator("cpu").manual_seed(0 if seed is None else int(seed))
         noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32,
                             device=generator.device)
     noise = noise.float().to(device)
