@@ -55,13 +55,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SIZE, FRAMES, LONG_FRAMES, STEPS = 32, 9, 33, 2
 INPUT_FPS = 10
 UPLOAD_COMBOS = frozenset({("LoadImage", "image"), ("LoadVideo", "file")})
+CLIP_VISION = "vdit_default/image_encoder"
 
 
 # --------------------------------------------------------------------------- tiny models, inputs
 
 def _install_models(models: Path) -> None:
     """The files of workflow_builder.MODEL_FILES, as tiny random models in published layouts."""
-    from tiny_models import save_dit, save_vae, tiny_dit_config
+    from tiny_models import save_clip, save_dit, save_vae, tiny_dit_config
     from tiny_text import write_tiny_text_encoder
 
     from easyanimate_core.checkpoints import LoraPair, lora_state_dict, save_state_dict
@@ -74,6 +75,7 @@ def _install_models(models: Path) -> None:
     text = write_tiny_text_encoder(models / "scratch_text")
     (text / "text_encoder").rename(names["t5"])
     (text / "tokenizer").rename(names["t5"].parent / "tokenizer")
+    save_clip(models / "easyanimate" / CLIP_VISION)  # what an InP release adds
 
     # v1 style: a PixArt base (no motion modules), a standalone grid motion module, a MotionLoRA
     torch.manual_seed(1)
@@ -206,6 +208,17 @@ def test_video_workflow_runs_and_saves_the_video(server, definitions, name):
     count, size, rate = _video_facts(data)
     print(f"{name}: {saved['filename']} {count} frames {size[1]}x{size[0]} at {rate:g} fps")
     assert (count, size, rate) == (frames, (SIZE, SIZE), fps)
+
+
+def test_image_to_video_with_the_clip_image_encoder(server, definitions):
+    """The image-to-video workflow as its Note says for InP releases: with Load EasyAnimate CLIP Vision."""
+    prompt, flow = _prompt("image_to_video.json", definitions)
+    i2v = next(k for k, n in prompt.items() if n["class_type"] == "VDiT_ImageToVideo")
+    prompt["100"] = {"class_type": "VDiT_LoadCLIPVision", "inputs": {"clip_name": CLIP_VISION, "dtype": "auto"}}
+    prompt[i2v]["inputs"]["clip_vision"] = ["100", 0]
+    assert wf.check_prompt(prompt, definitions, UPLOAD_COMBOS) == []
+    prompt_id, _ = _run(server, prompt, flow)
+    assert _video_facts(_saved(server, prompt_id, prompt, "SaveVideo")[0])[:2] == (FRAMES, (SIZE, SIZE))
 
 
 def test_text_to_image_saves_one_picture(server, definitions):
