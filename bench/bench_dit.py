@@ -17,19 +17,15 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-TINY = {"num_attention_heads": 2, "attention_head_dim": 32, "in_channels": 4, "out_channels": 8, "num_layers": 2,
-            "cross_attention_dim": 64, "attention_bias": True, "sample_size": 16, "patch_size": 2,
-            "activation_fn": "gelu-approximate", "num_embeds_ada_norm": 1000, "norm_type": "ada_norm_single",
-            "norm_elementwise_affine": False, "norm_eps": 1e-6, "caption_channels": 32}
-HYBRID = {"basic_block_type": "global_motionmodule", "motion_module_type": "Vanilla", "enable_uvit": True,
-              "motion_module_kwargs_even": {"num_attention_heads": 2, "num_transformer_block": 1,
-                                             "temporal_position_encoding": True},
-              "motion_module_kwargs_odd": {"num_attention_heads": 2, "num_transformer_block": 1,
-                                            "temporal_position_encoding": True,
-                                            "attention_block_types": ["Temporal_Self", "Global_Self"]}}
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from tiny_dit import HYBRID, tiny_pixart
+
+TINY = tiny_pixart(num_layers=2)
 
 
 def interleaved_medians(fns: dict, repeats: int, inner: int = 20) -> dict:

@@ -5,16 +5,14 @@ import json
 
 import pytest
 import torch
+from tiny_dit import tiny_pixart
 
 from easyanimate_core import CheckpointError, load_transformer
 from easyanimate_core.checkpoints import save_state_dict
 from easyanimate_core.models.embeddings import frame_pos_embed
 from easyanimate_core.models.transformer import VideoTransformer
 
-BASE = {"num_attention_heads": 2, "attention_head_dim": 32, "in_channels": 4, "out_channels": 8, "num_layers": 4,
-            "cross_attention_dim": 64, "attention_bias": True, "sample_size": 16, "patch_size": 2,
-            "activation_fn": "gelu-approximate", "num_embeds_ada_norm": 1000, "norm_type": "ada_norm_single",
-            "norm_elementwise_affine": False, "norm_eps": 1e-6, "caption_channels": 32}
+BASE = tiny_pixart(num_layers=4)
 V1 = {"basic_block_type": "motionmodule", "motion_module_type": "VanillaGrid", "enable_uvit": False,
           "motion_module_kwargs": {"num_attention_heads": 2, "num_transformer_block": 1, "block_size": 2,
                                     "temporal_position_encoding": True,

@@ -3,14 +3,12 @@ dtypes (bf16, fp8 storage), gradient checkpointing, input errors."""
 
 import pytest
 import torch
+from tiny_dit import tiny_pixart
 
 from easyanimate_core import InputError
 from easyanimate_core.models.transformer import VideoTransformer, uvit_pairs
 
-BASE = {"num_attention_heads": 2, "attention_head_dim": 32, "in_channels": 4, "out_channels": 8, "num_layers": 6,
-            "cross_attention_dim": 64, "attention_bias": True, "sample_size": 16, "patch_size": 2,
-            "activation_fn": "gelu-approximate", "norm_type": "ada_norm_single", "norm_elementwise_affine": False,
-            "norm_eps": 1e-6, "caption_channels": 32}
+BASE = tiny_pixart(num_layers=6)
 MOTION = {"basic_block_type": "global_motionmodule", "motion_module_type": "Vanilla",
               "motion_module_kwargs_even": {"num_attention_heads": 2, "num_transformer_block": 1, "temporal_position_encoding": True},
               "motion_module_kwargs_odd": {"num_attention_heads": 2, "num_transformer_block": 1, "temporal_position_encoding": True,

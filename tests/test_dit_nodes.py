@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from tiny_dit import tiny_pixart
 
 from easyanimate_core import CheckpointError, InputError
 from easyanimate_core.checkpoints import LoraPair, lora_state_dict, save_state_dict
@@ -13,10 +14,7 @@ from easyanimate_core.models.handle import ModelHandle
 from easyanimate_core.models.lora import linear_layers
 from easyanimate_core.models.transformer import VideoTransformer
 
-BASE = {"num_attention_heads": 2, "attention_head_dim": 32, "in_channels": 4, "out_channels": 8, "num_layers": 2,
-            "cross_attention_dim": 64, "attention_bias": True, "sample_size": 64, "patch_size": 2,
-            "activation_fn": "gelu-approximate", "norm_type": "ada_norm_single", "norm_elementwise_affine": False,
-            "norm_eps": 1e-6, "caption_channels": 32}
+BASE = tiny_pixart(sample_size=64)
 V1 = {"basic_block_type": "motionmodule", "motion_module_type": "VanillaGrid",
           "motion_module_kwargs": {"num_attention_heads": 8, "num_transformer_block": 1, "block_size": 2,
                                     "temporal_position_encoding": True, "temporal_position_encoding_max_len": 4096,

@@ -12,6 +12,7 @@ import types
 
 import pytest
 import torch
+from tiny_dit import tiny_pixart
 
 from easyanimate_core import load_transformer
 from easyanimate_core.checkpoints import save_state_dict
@@ -19,10 +20,7 @@ from easyanimate_core.checkpoints import save_state_dict
 REF_DIR = os.environ.get("EASYANIMATE_REF_DIR")
 pytestmark = pytest.mark.skipif(not REF_DIR, reason="set EASYANIMATE_REF_DIR to an EasyAnimate checkout")
 
-BASE = {"num_attention_heads": 2, "attention_head_dim": 32, "in_channels": 4, "out_channels": 8, "num_layers": 28,
-            "cross_attention_dim": 64, "attention_bias": True, "sample_size": 16, "patch_size": 2,
-            "activation_fn": "gelu-approximate", "num_embeds_ada_norm": 1000, "norm_type": "ada_norm_single",
-            "norm_elementwise_affine": False, "norm_eps": 1e-6, "caption_channels": 32}
+BASE = tiny_pixart(num_layers=28)
 
 
 def _motion(heads, types_, block_size, **extra):

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from tiny_dit import tiny_pixart
 
 from easyanimate_core import CheckpointError, InputError
 from easyanimate_core.checkpoints import LoraPair, lora_state_dict, save_state_dict
@@ -20,11 +21,9 @@ from easyanimate_core.models.lora import (
 )
 from easyanimate_core.models.transformer import VideoTransformer
 
-CONFIG = {"num_attention_heads": 2, "attention_head_dim": 32, "in_channels": 4, "out_channels": 8, "num_layers": 2,
-              "cross_attention_dim": 64, "attention_bias": True, "sample_size": 16, "patch_size": 2,
-              "activation_fn": "gelu-approximate", "norm_type": "ada_norm_single", "norm_elementwise_affine": False,
-              "norm_eps": 1e-6, "caption_channels": 32, "basic_block_type": "motionmodule", "motion_module_type": "Vanilla",
-              "motion_module_kwargs": {"num_attention_heads": 2, "num_transformer_block": 1, "temporal_position_encoding": True}}
+CONFIG = tiny_pixart(basic_block_type="motionmodule", motion_module_type="Vanilla",
+                     motion_module_kwargs={"num_attention_heads": 2, "num_transformer_block": 1,
+                                           "temporal_position_encoding": True})
 MOTION_Q = "transformer_blocks.1.attn_temporal.temporal_transformer.transformer_blocks.0.attention_blocks.0.to_q"
 SPATIAL_Q = "transformer_blocks.0.attn1.to_q"
 CROSS_OUT = "transformer_blocks.1.attn2.to_out.0"
