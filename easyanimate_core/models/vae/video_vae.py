@@ -154,23 +154,30 @@ class VideoVAE(nn.Module):
 
     def latent_frames(self, num_frames: int) -> int:
         """Latent frames the encoder makes from ``num_frames`` (v3: 1->1, 16->4, 17->5, 144->36)."""
-        return total_out(self._encode_plan(num_frames))
+        return total_out(self.encode_plan(num_frames))
 
     def decoded_frames(self, num_latents: int) -> int:
         """Frames the decoder makes from ``num_latents`` (v3: 4->16, 5->17, 36->144)."""
-        return total_out(self._decode_plan(num_latents))
+        return total_out(self.decode_plan(num_latents))
 
     def slice_boundaries(self, num_latents: int) -> list:
         """Decoded frame indices where one independently decoded slice / chunk ends and the next
         begins (the lone first frame of an odd slice-mode clip excluded)."""
-        plan = [w for w in self._decode_plan(num_latents) if w.mode != FIRST_FRAME]
+        plan = [w for w in self.decode_plan(num_latents) if w.mode != FIRST_FRAME]
         return [w.out_start for w in plan[1:]]
 
-    def _encode_plan(self, frames):
-        return encode_windows(frames, self.slice_mode, self.mini_batch_encoder, self.encoder.out_frames)
+    def encode_plan(self, num_frames: int) -> list:
+        """The encoder's time windows (:class:`~.windows.Window`: input frames start..stop, output
+        latents out_start..out_stop, time mode); each is encoded alone, so encoding the windows
+        one by one and concatenating equals encoding the clip."""
+        return encode_windows(num_frames, self.slice_mode, self.mini_batch_encoder, self.encoder.out_frames)
 
-    def _decode_plan(self, latents):
-        return decode_windows(latents, self.slice_mode, self.mini_batch_decoder, self.decoder.out_frames)
+    def decode_plan(self, num_latents: int) -> list:
+        """The decoder's time windows, with the neighbouring latents each one sees as context
+        (ctx_start..ctx_stop) and the frames it produces (out_start..out_stop)."""
+        return decode_windows(num_latents, self.slice_mode, self.mini_batch_decoder, self.decoder.out_frames)
+
+    _encode_plan = encode_plan  # old private name, still used by sampling/inpaint.py
 
     # ------------------------------------------------------------------ encode
 
@@ -178,7 +185,7 @@ class VideoVAE(nn.Module):
         """Posterior over unscaled latents of ``video`` (B, 3, F, H, W) in [-1, 1]; the video may
         live on another device (slices move one at a time)."""
         self._check_video(video)
-        plan = self._encode_plan(video.shape[2])
+        plan = self.encode_plan(video.shape[2])
         progress = progress or silent
         moments = None
         for i, window in enumerate(plan):
@@ -218,14 +225,14 @@ class VideoVAE(nn.Module):
         any strides (e.g. a channels-last view of an IMAGE buffer) to fill instead.
         """
         self._check_latents(latents, seam)
-        plan = self._decode_plan(latents.shape[2])
+        plan = self.decode_plan(latents.shape[2])
         extra = blend_windows(latents.shape[2], self.mini_batch_decoder, self.decoder.out_frames) \
             if seam == "blend" else []
-        smooth_plan = smooth_span(total_out(plan), self.mini_batch_encoder) if seam == "smooth" else None
+        smooth_frames = smooth_span(total_out(plan), self.mini_batch_encoder) if seam == "smooth" else None
         units = len(plan) + len(extra)
-        if smooth_plan is not None:
-            frames = smooth_plan[1] - smooth_plan[0]
-            units += len(self._encode_plan(frames)) + len(self._decode_plan(self.latent_frames(frames)))
+        if smooth_frames is not None:
+            frames = smooth_frames[1] - smooth_frames[0]
+            units += len(self.encode_plan(frames)) + len(self.decode_plan(self.latent_frames(frames)))
         report = _Counter(progress, units)
 
         f = self.spatial_factor
@@ -246,7 +253,7 @@ class VideoVAE(nn.Module):
             target.mul_(1 - w).add_(y.to(target) * w)
             report()
         if seam == "smooth":
-            self._smooth(out, smooth_plan, seed, report)
+            self._smooth(out, smooth_frames, seed, report)
         return out
 
     def _decode_windows(self, latents, plan):
@@ -273,7 +280,7 @@ class VideoVAE(nn.Module):
         posterior = self.encode(video[:, :, a:b], progress=lambda done, total, preview=None: report())
         z = posterior.sample(torch.Generator(device="cpu").manual_seed(seed))
         del posterior
-        for window, y in self._decode_windows(z, self._decode_plan(z.shape[2])):
+        for window, y in self._decode_windows(z, self.decode_plan(z.shape[2])):
             target = video[:, :, a + window.out_start:a + window.out_stop]
             target.copy_((target + y.to(target)) / 2)
             report()
