@@ -9,7 +9,7 @@
    Chunked long-video mode streams finished frames (here: discarded, as a file writer would);
    context-window sampling keeps the whole latent clip and the decoded clip in memory.
 
-    python bench/bench_pipeline.py [--steps 8] [--long-frames 1001]
+    python bench/bench_pipeline.py [--steps 25] [--long-frames 1001]
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def run_child(mode, frames, steps, root) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=25)  # the v3 default
     parser.add_argument("--long-frames", type=int, default=1001)
     parser.add_argument("--measure", choices=["short", "chunked", "windows"], help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)

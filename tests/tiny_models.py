@@ -137,12 +137,8 @@ def save_model_folder(root, in_channels: int = 12, seed: int = 0, text: bool = T
 
 def load_components(root, **options):
     """Every model of a :func:`save_model_folder` folder through the real loaders."""
-    from easyanimate_core.models.clip_vision import ClipImageEncoder
-    from easyanimate_core.models.text_encoder import TextEncoder
-    from easyanimate_core.models.transformer import load_transformer
-    from easyanimate_core.models.vae import load_vae
-    from easyanimate_core.sampling.pipeline import Components
+    from easyanimate_core.sampling.pipeline import load_components as load
 
     root = Path(root)
-    clip = ClipImageEncoder.load(str(root / "image_encoder")) if (root / "image_encoder").is_dir() else None
-    return Components(load_transformer(root), load_vae(root), TextEncoder.load(root), clip, **options)
+    clip = root / "image_encoder" if (root / "image_encoder").is_dir() else None
+    return load(root, root, root, clip=clip, **options)

@@ -158,33 +158,22 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def load_components(config: dict):
-    """Load every model the run needs onto the CPU (``offload``) or the device."""
-    from easyanimate_core.models.clip_vision import ClipImageEncoder
-    from easyanimate_core.models.text_encoder import TextEncoder
-    from easyanimate_core.models.transformer import load_transformer
-    from easyanimate_core.models.vae import load_vae
-    from easyanimate_core.sampling.pipeline import Components
+    """Load every model the run needs onto the CPU (``offload``) or the device; LoRAs merged."""
+    from easyanimate_core.sampling.pipeline import load_components as load
 
     device = resolve_device(config["device"])
-    dtype = resolve_dtype(config["dtype"], device)
-    home = torch.device("cpu") if config["offload"] else device
-    transformer = load_transformer(_part(config, "transformer", "transformer"),
-                                   motion_module=config["motion_module"],
-                                   config=config["transformer_config"], dtype=dtype, device=home)
-    apply_loras(transformer, config["loras"] or [])
-    vae = load_vae(_part(config, "vae", "vae"), dtype=dtype, device=home, preset=config["vae_config"],
-                   upcast=dtype == torch.float16)
-    encoder_path = _part(config, "text_encoder", "text_encoder")
-    tokenizer = _part(config, "tokenizer", "tokenizer", required=False) or encoder_path
-    text_encoder = TextEncoder.load(str(encoder_path), tokenizer_path=str(tokenizer), dtype=dtype, device=home)
-    clip = None
-    # InP models read CLIP image tokens of every start image (chunks after the first start from
-    # the previous chunk's frames)
-    wants_clip = (config["start_image"] or config["chunk_frames"]) and \
-        transformer.in_channels == 3 * vae.latent_channels
-    if wants_clip:
-        clip = ClipImageEncoder.load(str(_part(config, "clip", "image_encoder")), dtype=dtype, device=home)
-    return Components(transformer, vae, text_encoder, clip, device=device, offload=config["offload"])
+    transformer_path, vae_path = _part(config, "transformer", "transformer"), _part(config, "vae", "vae")
+    # InP (12-channel) models read CLIP image tokens of every start image (in chunked mode the
+    # chunks after the first start from the previous chunk's frames)
+    wants_images = config["start_image"] or config["chunk_frames"]
+    clip = _part(config, "clip", "image_encoder", required=False) if wants_images else None
+    components = load(transformer_path, vae_path, _part(config, "text_encoder", "text_encoder"),
+                      tokenizer=_part(config, "tokenizer", "tokenizer", required=False), clip=clip,
+                      motion_module=config["motion_module"], transformer_config=config["transformer_config"],
+                      vae_config=config["vae_config"], dtype=resolve_dtype(config["dtype"], device),
+                      device=device, offload=config["offload"])
+    apply_loras(components.transformer, config["loras"] or [])
+    return components
 
 
 def lora_spec(spec: str) -> tuple:

@@ -81,6 +81,30 @@ class Components:
                     torch.cuda.empty_cache()
 
 
+def load_components(transformer, vae, text_encoder=None, *, tokenizer=None, clip=None,
+                    motion_module=None, transformer_config=None, vae_config=None,
+                    dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
+                    offload: bool = False) -> Components:
+    """Load the models of a generation from paths, as the loaders accept them (release folders,
+    their ``transformer/`` / ``vae/`` / ``text_encoder/`` / ``image_encoder/`` subfolders, single
+    weight files). With ``offload`` they load onto the CPU and visit ``device`` one at a time.
+    ``transformer_config`` / ``vae_config``: presets ("v1" / "v2" / "v3") or config dicts for
+    loose weight files. fp16 VAEs compute in float32 (the slice VAE overflows in fp16)."""
+    from ..models.clip_vision import ClipImageEncoder
+    from ..models.text_encoder import TextEncoder
+    from ..models.transformer import load_transformer
+    from ..models.vae import load_vae
+
+    home = torch.device("cpu") if offload else torch.device(device)
+    dit = load_transformer(transformer, motion_module=motion_module, config=transformer_config, dtype=dtype,
+                           device=home)
+    video_vae = load_vae(vae, dtype=dtype, device=home, preset=vae_config, upcast=dtype == torch.float16)
+    text = None if text_encoder is None else TextEncoder.load(
+        text_encoder, tokenizer_path=tokenizer, dtype=dtype, device=home)
+    image = None if clip is None else ClipImageEncoder.load(str(clip), dtype=dtype, device=home)
+    return Components(dit, video_vae, text, image, device=device, offload=offload)
+
+
 # --------------------------------------------------------------------------- conditioning
 
 def as_text_condition(cond, batch: int | None = None) -> TextCondition:
