@@ -176,12 +176,6 @@ class MotionModule(nn.Module):
         return y + x
 
 
-def build_motion_modules(channels: int, depth: int, motion_module_type: str, kwargs_for_block) -> nn.ModuleList:
-    """One motion module per block; ``kwargs_for_block(i)`` gives block i's reference kwargs."""
-    return nn.ModuleList([MotionModule(channels, motion_options(kwargs_for_block(i), motion_module_type))
-                          for i in range(depth)])
-
-
 # ----- standalone motion modules ----------------------------------------------------------------
 MOTION_CONFIG_KEYS = ("basic_block_type", "motion_module_type", "motion_module_kwargs",
                       "motion_module_kwargs_even", "motion_module_kwargs_odd")
