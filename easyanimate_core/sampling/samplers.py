@@ -125,7 +125,7 @@ def unipc_update(x, levels, s0, t, m0, m1=None, m_t=None):
     h = lam[t] - lam[s0]
     hh = -h
     h_phi_1 = torch.expm1(hh)
-    B_h = torch.expm1(hh)
+    B_h = h_phi_1  # "bh2": B(h) = expm1(-h), the same number as h phi_1
     x_t = sigma[t] / sigma[s0] * x - alpha[t] * h_phi_1 * m0
     if m1 is not None:
         r = (lam[s0 - 1] - lam[s0]) / h
