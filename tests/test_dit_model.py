@@ -129,6 +129,21 @@ def test_low_precision_weights_stay_close_to_fp32(dtype, tol):
     assert rel < tol
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bf16_model_on_cuda_takes_inputs_from_the_cpu():
+    """Text states, masks and CLIP embeds may come from encoders kept on the CPU."""
+    model = _model(in_channels=12)
+    x, t, enc = _inputs()
+    inpaint, clip = torch.randn(1, 8, 2, 8, 8), torch.randn(1, 768)
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0, 0.0, 0.0]])
+    with torch.no_grad():
+        ref = model(x, t, enc, mask, inpaint_latents=inpaint, clip_encoder_hidden_states=clip)
+        model.to("cuda").set_weight_dtype(torch.bfloat16)
+        out = model(x, t, enc, mask, inpaint_latents=inpaint, clip_encoder_hidden_states=clip)
+    assert out.device.type == "cuda" and out.dtype == torch.bfloat16
+    assert ((out.float().cpu() - ref).norm() / ref.norm()).item() < 0.05
+
+
 def test_gradient_checkpointing_gives_the_same_gradients():
     model = _model(enable_uvit=True).train()
     x, t, enc = _inputs()

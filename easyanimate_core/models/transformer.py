@@ -303,10 +303,10 @@ class VideoTransformer(nn.Module):
         sample_size-128 models; when absent it is derived from the latent size (x8 pixels).
         """
         o = self.options
-        dtype = self.dtype
-        x = hidden_states.to(dtype)
+        device, dtype = self.device, self.dtype  # inputs may come from other devices (e.g. a CPU text encoder)
+        x = hidden_states.to(device, dtype)
         if inpaint_latents is not None:
-            x = torch.cat([x, inpaint_latents.to(dtype)], dim=1)
+            x = torch.cat([x, inpaint_latents.to(device, dtype)], dim=1)
         if x.ndim != 5:
             raise InputError(f"hidden_states must be 5-D (batch, channels, frames, height, width) but has "
                              f"shape {tuple(hidden_states.shape)}; add the frame axis.")
@@ -329,7 +329,7 @@ class VideoTransformer(nn.Module):
 
         t6, t_emb = self._timestep(timestep, b, height, width, added_cond_kwargs, x.device, dtype)
         context, context_mask = self._context(b, encoder_hidden_states, encoder_attention_mask,
-                                              clip_encoder_hidden_states, clip_attention_mask, dtype)
+                                              clip_encoder_hidden_states, clip_attention_mask, device, dtype)
 
         depth, skips = o["depth"], o["uvit_skips"]
         stack = []
@@ -371,7 +371,7 @@ class VideoTransformer(nn.Module):
             resolution, aspect_ratio = resolution.to(device), aspect_ratio.to(device)
         return self.adaln_single(t, resolution, aspect_ratio, dtype)
 
-    def _context(self, b, states, mask, clip_states, clip_mask, dtype):
+    def _context(self, b, states, mask, clip_states, clip_mask, device, dtype):
         if not hasattr(self, "caption_projection"):
             raise InputError("this transformer has no caption projection (caption_channels is null in its config); "
                              "use a text-conditioned PixArt / EasyAnimate config.")
@@ -379,23 +379,23 @@ class VideoTransformer(nn.Module):
             found = None if states is None else tuple(states.shape)
             raise InputError(f"encoder_hidden_states must be (batch, tokens, {self.options['caption_channels']}) "
                              f"T5 states but is {found}; encode the prompt with the matching T5 encoder.")
-        context = self.caption_projection(states.to(dtype))
         if states.shape[0] != b:
             raise InputError(f"encoder_hidden_states has batch {states.shape[0]} but the latents have {b}; "
                              f"encode one prompt per video.")
-        masks = [mask if mask is not None else torch.ones(b, states.shape[1], device=states.device)]
+        context = self.caption_projection(states.to(device, dtype))
+        masks = [mask if mask is not None else torch.ones(b, states.shape[1], device=device)]
         if clip_states is not None:
             if not hasattr(self, "clip_projection"):
                 raise InputError("clip_encoder_hidden_states were given but this transformer has no CLIP "
                                  "projection (only 12-channel InP models have one); leave the CLIP image out.")
-            clip = self.clip_projection(clip_states.to(dtype)).view(b, -1, self.options["dim"])
+            clip = self.clip_projection(clip_states.to(device, dtype)).view(b, -1, self.options["dim"])
             context = torch.cat([context, clip], dim=1)
-            masks.append(clip_mask if clip_mask is not None else torch.ones(b, clip.shape[1], device=states.device))
+            masks.append(clip_mask if clip_mask is not None else torch.ones(b, clip.shape[1], device=device))
         elif clip_mask is not None:
             raise InputError("clip_attention_mask was given without clip_encoder_hidden_states; pass both or neither.")
         if mask is None and clip_mask is None:
             return context, None
-        keep = torch.cat([m.to(states.device) for m in masks], dim=1) > 0.5
+        keep = torch.cat([m.to(device) for m in masks], dim=1) > 0.5
         if keep.shape[1] != context.shape[1]:
             raise InputError(f"the attention masks cover {keep.shape[1]} tokens but there are {context.shape[1]} "
                              f"context tokens; pass masks that match encoder_hidden_states (and the 8 CLIP tokens).")
