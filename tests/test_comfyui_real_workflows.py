@@ -321,3 +321,8 @@ def test_pack_web_files_are_served(server):
     assert any(PACK_FOLDER in path and path.endswith("vdit_frames.js") for path in server.get_json("/extensions"))
     doc = server._request(f"/extensions/{PACK_FOLDER}/docs/VDiT_Sampler.md").decode()
     assert doc.startswith("# EasyAnimate Sampler")
+    # ComfyUI offers a pack's workflows/ folder in its template browser
+    assert sorted(server.get_json("/workflow_templates")[PACK_FOLDER]) == sorted(
+        name[:-5] for name in workflow_builder.WORKFLOWS_BUILT)
+    served = json.loads(server._request(f"/api/workflow_templates/{PACK_FOLDER}/text_to_video.json"))
+    assert served == _workflow("text_to_video.json")
