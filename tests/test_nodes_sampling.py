@@ -223,3 +223,14 @@ def test_sampler_applies_the_handles_patches_only_while_sampling(nodes, vae, dit
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(block.attn_temporal.motion_scale == 1.0 for block in dit4.model.transformer_blocks
                if block.attn_temporal is not None)
+
+
+def test_largest_seed_and_batched_image_to_video(nodes, vae, dit4, dit12):
+    latent = nodes.VDiT_EmptyLatentVideo().generate(vae, SIZE, SIZE, 8, 1)[0]
+    assert torch.isfinite(_sample(nodes, dit4, _cond(), _cond(), latent, seed=0xFFFFFFFFFFFFFFFF)["samples"]).all()
+    positive, negative, batched = nodes.VDiT_ImageToVideo().encode(
+        _cond(), _cond(1, 2), vae, SIZE, SIZE, 9, 2, start_image=torch.rand(1, SIZE, SIZE, 3))
+    assert batched["samples"].shape == (2, 4, 3, 4, 4)
+    for model in (dit4, dit12):
+        out = _sample(nodes, model, positive, negative, batched)["samples"]
+        assert out.shape == (2, 4, 3, 4, 4) and not torch.allclose(out[0], out[1])  # own noise per video
