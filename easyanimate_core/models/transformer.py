@@ -383,19 +383,22 @@ class VideoTransformer(nn.Module):
             raise InputError(f"encoder_hidden_states has batch {states.shape[0]} but the latents have {b}; "
                              f"encode one prompt per video.")
         context = self.caption_projection(states.to(device, dtype))
-        masks = [mask if mask is not None else torch.ones(b, states.shape[1], device=device)]
+        # The keep-mask is built where the given masks live (usually the CPU, next to the text
+        # encoder's output), so deciding whether it is needed at all never waits on the GPU.
+        mask_device = (mask if mask is not None else clip_mask if clip_mask is not None else states).device
+        masks = [mask if mask is not None else torch.ones(b, states.shape[1], device=mask_device)]
         if clip_states is not None:
             if not hasattr(self, "clip_projection"):
                 raise InputError("clip_encoder_hidden_states were given but this transformer has no CLIP "
                                  "projection (only 12-channel InP models have one); leave the CLIP image out.")
             clip = self.clip_projection(clip_states.to(device, dtype)).view(b, -1, self.options["dim"])
             context = torch.cat([context, clip], dim=1)
-            masks.append(clip_mask if clip_mask is not None else torch.ones(b, clip.shape[1], device=device))
+            masks.append(clip_mask if clip_mask is not None else torch.ones(b, clip.shape[1], device=mask_device))
         elif clip_mask is not None:
             raise InputError("clip_attention_mask was given without clip_encoder_hidden_states; pass both or neither.")
         if mask is None and clip_mask is None:
             return context, None
-        keep = torch.cat([m.to(device) for m in masks], dim=1) > 0.5
+        keep = torch.cat([m.to(mask_device) for m in masks], dim=1) > 0.5
         if keep.shape[1] != context.shape[1]:
             raise InputError(f"the attention masks cover {keep.shape[1]} tokens but there are {context.shape[1]} "
                              f"context tokens; pass masks that match encoder_hidden_states (and the 8 CLIP tokens).")
@@ -404,7 +407,7 @@ class VideoTransformer(nn.Module):
         keep = keep | ~keep.any(dim=1, keepdim=True)
         if bool(keep.all()):
             return context, None
-        return context, keep[:, None, None, :]
+        return context, keep[:, None, None, :].to(device)
 
 
 def uvit_pairs(depth: int) -> list[tuple[int, int]]:
