@@ -200,3 +200,27 @@ def test_progressive_resolution_schedule(tmp_path, data):
     sizes = [item[0].height for item in plan.epoch_batches(0)]
     assert sizes[:3] == [32, 32, 32] and set(sizes[3:]) == {64}
     assert plan.unreadable == 1
+
+
+def test_sample_that_fails_to_decode_is_replaced_and_counted(tmp_path, capsys):
+    import json
+
+    from training.data import BatchPlan, Item, MediaDataset, load_entries
+    from training.train_vae import main
+
+    meta = make_dataset(tmp_path / "d", videos=2, images=0)
+    records = json.loads(meta.read_text())
+    (tmp_path / "d" / "truncated.mp4").write_bytes((tmp_path / "d" / "video_0.mp4").read_bytes()[:300])
+    # sizes in the metadata: the planner trusts them, so the damage only shows when decoding
+    records.append({"file_path": "truncated.mp4", "text": "cut", "type": "video", "width": 32, "height": 32,
+                    "num_frames": 12})
+    meta.write_text(json.dumps(records))
+    entries = load_entries(str(meta), None)
+    cfg = {"types": "video", "batch_size": 1, "sample_size": 32, "frames": 9, "stride": 1, "buckets": False,
+           "random_frame_crop": False}
+    assert BatchPlan(entries, cfg, 0, 8).unreadable == 0
+    sample = MediaDataset(entries, cfg)[Item(2, 32, 32, 9, (0,))]
+    assert sample["skipped"] == 1 and sample["key"].endswith("video_0.mp4")
+    assert main("vae", ["--config", _vae_yaml(tmp_path, meta, tmp_path / "out", steps=3),
+                        "data.types=video"]) == 0
+    assert "unreadable samples were skipped" in capsys.readouterr().out
