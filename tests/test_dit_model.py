@@ -171,3 +171,25 @@ def test_input_errors():
         VideoTransformer.from_config({**BASE, "patch_3d": True})
     with pytest.raises(InputError, match="basic_block_type"):
         VideoTransformer.from_config({**BASE, "basic_block_type": "selfattentiontemporal"})
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"norm_type": "layer_norm"}, "norm_type"),
+    ({"activation_fn": "geglu"}, "activation_fn"),
+    ({"norm_elementwise_affine": True}, "norm_elementwise_affine"),
+    ({"sample_size": None}, "must give in_channels, sample_size and patch_size"),
+])
+def test_config_errors(change, message):
+    with pytest.raises(InputError, match=message):
+        VideoTransformer.from_config({**BASE, **change})
+
+
+def test_context_errors():
+    x, t, enc = _inputs()
+    with pytest.raises(InputError, match="no caption projection"):
+        VideoTransformer.from_config({**BASE, "caption_channels": None})(x, t, enc)
+    model = _model(in_channels=12)
+    inpaint = torch.zeros(1, 8, 2, 8, 8)
+    with pytest.raises(InputError, match="masks cover 9 tokens but there are 14"):
+        model(x, t, enc, torch.ones(1, 6), inpaint_latents=inpaint, clip_encoder_hidden_states=torch.randn(1, 768),
+              clip_attention_mask=torch.ones(1, 3))

@@ -5,9 +5,16 @@ import math
 
 import pytest
 import torch
+from tiny_dit import GRID, tiny_pixart
 
 from easyanimate_core import InputError
-from easyanimate_core.models.motion_module import MotionAttention, MotionModule, motion_options
+from easyanimate_core.models.motion_module import (
+    MotionAttention,
+    MotionModule,
+    load_motion_module,
+    motion_options,
+)
+from easyanimate_core.models.transformer import VideoTransformer
 
 
 def _pe(frames, dim):
@@ -143,3 +150,15 @@ def test_errors():
         motion_options({}, "Sparse")
     with pytest.raises(InputError, match="multiple of 32"):
         MotionModule(48, motion_options({}, "Vanilla"))
+
+
+
+def test_standalone_motion_module_errors():
+    model = VideoTransformer.from_config(tiny_pixart(**GRID))
+    state = {k: v for k, v in model.state_dict().items() if ".attn_temporal." in k}
+    with pytest.raises(InputError, match="unknown motion-module preset 'v9'"):
+        load_motion_module(state, preset="v9")
+    # the file has one transformer block per motion module, the config asks for two
+    with pytest.raises(InputError, match="does not fit its config"):
+        load_motion_module(state, config={"motion_module_kwargs": {"num_attention_heads": 2,
+                                                                   "num_transformer_block": 2}}).build()

@@ -157,6 +157,8 @@ def test_weight_dtypes(nodes, models_dir):
     assert rel < 0.2
     with pytest.raises(InputError, match="weight_dtype"):
         nodes.VDiT_LoadDiT().load("tiny-v1/transformer", "int4", "auto")
+    with pytest.raises(InputError, match="config_preset"):
+        nodes.VDiT_LoadDiT().load("tiny-v1/transformer", "default", "v9")
 
 
 def test_incompatible_pairs_are_clear_errors(nodes, models_dir):
@@ -171,5 +173,7 @@ def test_incompatible_pairs_are_clear_errors(nodes, models_dir):
         nodes.VDiT_LoadDomainAdapter().apply(video, "zoom.safetensors", 1.0)
     with pytest.raises(InputError, match="VDIT_MODEL"):
         nodes.VDiT_LoadLoRA().apply(torch.nn.Linear(2, 2), "style.safetensors", 1.0)
+    with pytest.raises(InputError, match="the motion_module input is a dict"):
+        nodes.VDiT_ApplyMotionModule().apply(base, {}, 1.0)
     with pytest.raises(CheckpointError, match="not found"):
         nodes.VDiT_LoadLoRA().apply(base, "missing.safetensors", 1.0)

@@ -243,6 +243,8 @@ def test_trainable_lora_errors():
         add_trainable_lora(image_model, target="motion")
     with pytest.raises(InputError, match="unknown LoRA target"):
         add_trainable_lora(image_model, target="ff")
+    with pytest.raises(InputError, match="no trainable LoRA adapters"):
+        trainable_lora_state_dict(image_model)
     add_trainable_lora(image_model, target="all", rank=2)
     with pytest.raises(InputError, match="already has"):
         add_trainable_lora(image_model, target="all")
