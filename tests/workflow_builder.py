@@ -42,11 +42,18 @@ SETTINGS = {
 }
 RELEASE_DEFAULTS = ("For the released EasyAnimate v3 models use 672x384 (512 model) or 1008x576 (768 model), "
                     "144 frames at 24 fps, dpmpp_2m, 25 steps, CFG 7; v1 (PixArt + motion module): 80 frames "
-                    "at 12 fps, euler_a, 30 steps, CFG 7.")
-PROMPT = ("A red car drives along a winding mountain road at sunset, the camera follows it. "
-          "The video is of high quality, and the view is very clear.")
-NEGATIVE = ("Blurring, mutation, deformation, distortion, dark and solid, comics, text subtitles, "
-            "line art, static, ugly, error, messy code.")
+                    "at 12 fps, euler_a, 30 steps, CFG 7. Prompts: the default model knows its synthetic world "
+                    "only ('a <colour> <shape> moves left/right/up/down on a black/gray/purple background'); "
+                    "with a released model write any English prompt (up to 120 T5 tokens) and a negative such "
+                    "as: ")
+# The default model speaks its synthetic world's caption grammar ("a <colour> <shape> moves
+# <direction> on a <background> background") and was trained with empty-prompt dropout, so its
+# negative is empty; the Notes give a released model's usual negative.
+PROMPT = "a red circle moves to the right on a gray background"
+NEGATIVE = ""
+RELEASE_NEGATIVE = ("Blurring, mutation, deformation, distortion, dark and solid, comics, text subtitles, "
+                    "line art, static, ugly, error, messy code.")
+RELEASE_NOTE = RELEASE_DEFAULTS + RELEASE_NEGATIVE
 MODEL_HELP = (
     "Model files go in ComfyUI/models/easyanimate/ (or a folder listed under 'easyanimate:' in "
     "extra_model_paths.yaml). A release folder keeps its layout: <name>/transformer, <name>/vae, "
@@ -196,14 +203,19 @@ def _save_video(g: Graph, column: int, vae, samples, prefix: str, fps=None):
     g.add("SaveVideo", column + 1, video=video[0], filename_prefix=f"video/vdit_{prefix}")
 
 
+FILE_LABELS = {"dit": "DiT", "vae": "VAE", "t5": "T5 text encoder (tokenizer/ beside it)",
+               "motion_lora": "MotionLoRA", "pixart_base": "image DiT (PixArt base)",
+               "motion_module": "motion module"}
+
+
 def _files(*keys) -> str:
-    return "; ".join(f"{key.replace('_', ' ')}: {MODEL_FILES[key]}" for key in keys) + "."
+    return "; ".join(f"{FILE_LABELS[key]}: {MODEL_FILES[key]}" for key in keys) + "."
 
 
 def text_to_video(g: Graph):
     g.note(0, "Text to video. " + MODEL_HELP + _files("dit", "vae", "t5") + "\n\nSettings: width / height are "
            "multiples of 16; length is 1 or a multiple of 8 (+1 allowed): 8 frames = 2 latent frames. The "
-           "values here suit the embedded default model (64x64, 16 frames, 8 fps). " + RELEASE_DEFAULTS
+           "values here suit the embedded default model (64x64, 16 frames, 8 fps). " + RELEASE_NOTE
            + " Lower the length or size if you run out of memory; the decode runs slice by slice.")
     positive, negative, vae, dit = _text_and_models(g)
     latent = g.add("VDiT_EmptyLatentVideo", 1, vae=vae[0], width=SETTINGS["width"], height=SETTINGS["height"],
@@ -229,7 +241,7 @@ def image_to_video(g: Graph):
            "centre-cropped. Put your pictures in ComfyUI/input or use the upload button. With an InP "
            "(12-channel) release, also add 'Load EasyAnimate CLIP Vision' (its image_encoder folder) and connect "
            "it to clip_vision; 4-channel models (like the default model) keep the frames by latent blending and "
-           "need no CLIP. " + RELEASE_DEFAULTS)
+           "need no CLIP. " + RELEASE_NOTE)
     positive, negative, vae, dit = _text_and_models(g)
     start = g.add("LoadImage", 0, title="Start frame", image=INPUT_FILES["start_image"])
     end = g.add("LoadImage", 0, title="End frame", image=INPUT_FILES["end_image"])
@@ -259,7 +271,7 @@ def pixart_motion_module(g: Graph):
            + _files("pixart_base", "motion_module", "motion_lora", "vae", "t5") + " For the v1 release pick "
            "PixArt-XL-2-512x512/transformer and easyanimate_v1_mm.safetensors (motion preset v1).\n\n"
            "motion_scale scales the motion module's effect (0 = the still image model); the MotionLoRA strength "
-           "scales its camera move. " + RELEASE_DEFAULTS)
+           "scales its camera move. " + RELEASE_NOTE)
     positive, negative, vae, _ = _text_and_models(g, dit_name=None)
     base = g.add("VDiT_LoadDiT", 0, dit_name=MODEL_FILES["pixart_base"])
     motion = g.add("VDiT_LoadMotionModule", 0, motion_name=MODEL_FILES["motion_module"])
