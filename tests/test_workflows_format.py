@@ -173,3 +173,13 @@ def test_native_snapshot_covers_every_native_node_used():
     ours = {t for t in used if t.startswith("VDiT_")}
     assert used - ours - {"Note"} <= set(native)
     assert native["SaveVideo"]["output_node"] and native["CreateVideo"]["input_order"]["required"] == ["images", "fps"]
+
+
+def test_node_inputs_are_only_ever_appended(pack):
+    """Every input a node had when its workflows were saved keeps its place and type."""
+    recorded = json.loads((ROOT / "tests" / "fixtures" / "vdit_node_inputs.json").read_text())["nodes"]
+    current = wf.pack_definitions(pack)
+    assert set(recorded) <= set(current), f"nodes removed: {set(recorded) - set(current)}"
+    for node_id, inputs in recorded.items():
+        now = [[name, wf.input_type(spec)] for name, spec, _ in wf.ordered_inputs(current[node_id])]
+        assert now[:len(inputs)] == inputs, f"{node_id}: inputs reordered, removed or retyped"
