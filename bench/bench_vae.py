@@ -3,10 +3,16 @@
     python bench/bench_vae.py            # about 5 minutes on one thread
     python bench/bench_vae.py --quick    # smaller seam model training, for a smoke run
 
+Times are CPU seconds of the one compute thread, which a busy shared machine does not inflate.
+
 Memory: every measurement runs in a fresh subprocess. After the model and its input exist, the
 kernel's peak-RSS mark is reset (``/proc/self/clear_refs``), the operation runs, and the new peak
 minus the RSS before it is what the operation needed. "activations" subtracts the output tensor
 (which any decode must hold) from that; weights and inputs are outside it by construction.
+The subprocesses run with ``MALLOC_MMAP_THRESHOLD_=65536`` so every tensor is its own mapping and
+RSS follows live tensor memory; with glibc's default (a threshold that rises as blocks are freed)
+freed tensors stay in a fragmenting heap and peak RSS also grows with the number of allocations.
+The bench prints that default-allocator figure too.
 
 Seams: a small VAE is trained for a few hundred steps to reconstruct smooth synthetic
 moving-pattern clips (drifting gratings + a moving blob); then a 64-frame clip of the same kind
@@ -20,6 +26,7 @@ import argparse
 import gc
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -58,22 +65,26 @@ def _measure(op: str, frames: int, sliced: bool) -> dict:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak-RSS mark
     before = _status_kb("VmRSS")
-    start = time.perf_counter()
+    start = time.process_time()
     with torch.no_grad():
         if op == "decode":
             out = vae.decode(x) if sliced else vae.decoder(vae.post_quant_conv(x), SLICE)
         else:
             out = vae.encode(x).mean if sliced else vae.quant_conv(vae.encoder(x, SLICE)).chunk(2, 1)[0]
-    seconds = time.perf_counter() - start
+    seconds = time.process_time() - start
     peak_mb = (_status_kb("VmHWM") - before) / 1024
     out_mb = out.numel() * out.element_size() / 2 ** 20
     return {"peak_mb": peak_mb, "activation_mb": peak_mb - out_mb, "seconds": seconds,
             "frames_out": out.shape[2]}
 
 
-def _measure_in_subprocess(op, frames, sliced):
+def _measure_in_subprocess(op, frames, sliced, fixed_mmap_threshold=True):
     spec = json.dumps({"op": op, "frames": frames, "sliced": sliced})
-    run = subprocess.run([sys.executable, __file__, "--child", spec], capture_output=True, text=True, check=True)
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    if fixed_mmap_threshold:
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    run = subprocess.run([sys.executable, __file__, "--child", spec], capture_output=True, text=True, check=True,
+                         env=env)
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
@@ -84,7 +95,8 @@ def memory_table():
             for sliced in (True, False):
                 rows[op, frames, sliced] = _measure_in_subprocess(op, frames, sliced)
     print(f"\nMemory and time, {MEMORY_SIZE}x{MEMORY_SIZE} px, ch {MEMORY_CONFIG['ch']} x "
-          f"{MEMORY_CONFIG['ch_mult']}, fp32, 1 thread (peak = peak RSS above the model + input)")
+          f"{MEMORY_CONFIG['ch_mult']}, fp32, 1 thread; s = CPU seconds (robust on a shared machine); "
+          f"peak = peak RSS above the model + input")
     print(f"{'op':<7}{'frames':>7} | {'sliced act MB':>13}{'peak MB':>9}{'s':>7} | "
           f"{'whole act MB':>12}{'peak MB':>9}{'s':>7}")
     for (op, frames, sliced), r in rows.items():
@@ -99,6 +111,10 @@ def memory_table():
             a, b = rows[op, big, sliced], rows[op, small, sliced]
             print(f"  {op} {name:<6}: activations x{a['activation_mb'] / b['activation_mb']:.2f}, "
                   f"peak incl. output x{a['peak_mb'] / b['peak_mb']:.2f}, time x{a['seconds'] / b['seconds']:.2f}")
+    default = [_measure_in_subprocess("decode", n, True, fixed_mmap_threshold=False) for n in (16, 144)]
+    print(f"  decode sliced with glibc's default mmap threshold: activations {default[0]['activation_mb']:.1f} -> "
+          f"{default[1]['activation_mb']:.1f} MB, x{default[1]['activation_mb'] / default[0]['activation_mb']:.2f} "
+          f"(heap fragmentation, not live tensors)")
     return rows
 
 
@@ -133,7 +149,7 @@ def train_seam_model(steps):
     optimizer = torch.optim.Adam(vae.parameters(), lr=2e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps, pct_start=0.15)
     data = torch.Generator().manual_seed(0)
-    start = time.perf_counter()
+    start = time.process_time()
     for _ in range(steps):
         video = moving_pattern(2, 16, SEAM_SIZE, data)  # two 8-frame slices: the decoder trains with context
         posterior = vae.encode(video)
@@ -144,7 +160,7 @@ def train_seam_model(steps):
         optimizer.step()
         schedule.step()
     print(f"\nSeam model: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M parameters, {steps} steps "
-          f"on 16-frame {SEAM_SIZE}x{SEAM_SIZE} clips in {time.perf_counter() - start:.0f} s, last loss {loss.item():.3f}")
+          f"on 16-frame {SEAM_SIZE}x{SEAM_SIZE} clips in {time.process_time() - start:.0f} CPU s, last loss {loss.item():.3f}")
     return vae.eval()
 
 
@@ -155,12 +171,12 @@ def seam_table(vae):
         boundaries = vae.slice_boundaries(z.shape[2])
         print(f"64-frame test clip, slice boundaries at frames {boundaries}; seam ratio of the input itself "
               f"{seam_ratio(clip, boundaries):.2f}")
-        print(f"{'seam':<8}{'seam ratio':>11}{'PSNR dB':>9}{'decode s':>10}{'cost x':>8}")
+        print(f"{'seam':<8}{'seam ratio':>11}{'PSNR dB':>9}{'CPU s':>10}{'cost x':>8}")
         base = None
         for seam in ("none", "smooth", "blend"):
-            start = time.perf_counter()
+            start = time.process_time()
             out = vae.decode(z, seam=seam, seed=0)
-            seconds = time.perf_counter() - start
+            seconds = time.process_time() - start
             base = base or seconds
             mse = (out.clamp(-1, 1) - clip).pow(2).mean().item()
             print(f"{seam:<8}{seam_ratio(out, boundaries):>11.2f}{10 * math.log10(4 / mse):>9.2f}"
