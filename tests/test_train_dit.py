@@ -91,7 +91,7 @@ def test_dit_full_inpaint_with_clip_and_logit_normal(setup, tmp_path):
     out = tmp_path / "full"
     cfg = dit_yaml(tmp_path / "full.yaml", models, data, out, model={"config": tiny_dit_config(12)},
                    mode={"train_mode": "inpaint", "clip_encoder": str(clip)},
-                   data={"resolution_schedule": [[0, 32], [2, 48]]},
+                   data={"resolution_schedule": [[0, 32], [2, 48]], "buckets": True},
                    train={"gradient_checkpointing": True})
     assert main("dit-full", ["--config", cfg]) == 0
     assert all(math.isfinite(v) and v < 10 for v in losses(out, "loss"))
@@ -184,3 +184,24 @@ def test_configuration_errors_are_one_sentence(setup, tmp_path):
     with pytest.raises(InputError, match="cache.dir cannot be used"):
         from tiny_models import tiny_dit_config
         main("dit-full", ["--config", four, f"cache.dir={tmp_path}", f"model.config={tiny_dit_config(12)}"])
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "no"])
+def test_mixed_precision_runs_one_after_another(setup, tmp_path, precision):
+    from training.train_dit import main
+
+    models, data, _, _ = setup
+    cfg = dit_yaml(tmp_path / "p.yaml", models, data, tmp_path / "out",
+                   model={"config": {**image_dit_config(), **motion_config()}},
+                   train={"steps": 2, "mixed_precision": precision, "gradient_checkpointing": True})
+    assert main("dit-full", ["--config", cfg]) == 0
+    assert all(math.isfinite(v) for v in losses(tmp_path / "out", "loss"))
+
+
+def test_bad_mixed_precision_is_one_clear_error(setup, tmp_path):
+    from training.train_dit import main
+
+    models, data, _, _ = setup
+    cfg = dit_yaml(tmp_path / "p.yaml", models, data, tmp_path / "out", model={"config": image_dit_config()})
+    with pytest.raises(InputError, match="is not one of no, fp16, bf16"):
+        main("dit-full", ["--config", cfg, "train.mixed_precision=fp8"])

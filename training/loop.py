@@ -49,14 +49,29 @@ LOOP_DEFAULTS = {
 }
 
 
+def mixed_precision(value) -> str:
+    """``no`` | ``fp16`` | ``bf16``; YAML reads a bare ``no`` as false, which means the same."""
+    value = "no" if value is False or value is None else str(value)
+    if value not in ("no", "fp16", "bf16"):
+        raise InputError(f"train.mixed_precision {value!r} is not one of no, fp16, bf16; pick one of those.")
+    return value
+
+
 def make_accelerator(train_cfg: dict):
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+
+    # accelerate keeps its settings in process-wide singletons; a trainer run after another one in
+    # the same process (tests, notebooks, chained stages) must get its own precision/accumulation.
+    # The process group (PartialState) is kept.
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
 
     # Without a GPU, accelerate forms a multi-process group (gloo) only when told it runs on the
     # CPU; so `accelerate launch --multi_gpu --num_processes N` gives CPU DDP on a CPU-only machine.
     return Accelerator(cpu=bool(train_cfg["cpu"]) or not torch.cuda.is_available(),
-                       mixed_precision=train_cfg["mixed_precision"],
+                       mixed_precision=mixed_precision(train_cfg["mixed_precision"]),
                        gradient_accumulation_steps=train_cfg["gradient_accumulation_steps"],
                        project_config=ProjectConfiguration(project_dir=train_cfg["output_dir"]),
                        kwargs_handlers=[DistributedDataParallelKwargs(

@@ -24,7 +24,7 @@ from easyanimate_core.errors import InputError
 from training import data as data_lib
 from training.config import _merge, parse_args
 from training.ema import EMA
-from training.loop import LOOP_DEFAULTS, clip_gradients, lr_schedule, make_accelerator, train
+from training.loop import LOOP_DEFAULTS, clip_gradients, lr_schedule, make_accelerator, mixed_precision, train
 
 DEFAULTS = {
     "train": {**LOOP_DEFAULTS,
@@ -251,7 +251,8 @@ def run(command: str, cfg: dict, resume, adapt=None, export=None, transform=None
     accelerator = make_accelerator(tcfg)
     torch.manual_seed(tcfg["seed"])
     device = accelerator.device
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(tcfg["mixed_precision"], torch.float32)
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision(tcfg["mixed_precision"]),
+                                                                       torch.float32)
 
     model = build_transformer(mcfg)
     if adapt is not None:
