@@ -51,16 +51,17 @@ def timestep_embedding(t: torch.Tensor, dim: int = 256) -> torch.Tensor:
 
 
 @lru_cache(maxsize=32)
-def _frame_pos_embed(dim: int, frames: int, device: torch.device) -> torch.Tensor:
-    # Same arithmetic as the released models' table (float32 throughout), so values match bitwise.
+def _frame_pos_embed(dim: int, frames: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    # Same arithmetic as the released models' table (float32 throughout), so values match bitwise;
+    # cached after the cast, since every motion attention of every step asks for it.
     position = torch.arange(frames, device=device).unsqueeze(1)
     div_term = torch.exp(torch.arange(0, dim, 2, device=device) * (-math.log(10000.0) / dim))
     pe = torch.zeros(frames, dim, device=device)
     pe[:, 0::2] = torch.sin(position * div_term)
     pe[:, 1::2] = torch.cos(position * div_term)
-    return pe
+    return pe.to(dtype)
 
 
 def frame_pos_embed(dim: int, frames: int, device, dtype: torch.dtype) -> torch.Tensor:
     """(frames, dim) temporal positional table (rows 0..frames-1)."""
-    return _frame_pos_embed(dim, frames, torch.device(device)).to(dtype)
+    return _frame_pos_embed(dim, frames, torch.device(device), dtype)
