@@ -135,3 +135,12 @@ def test_option_errors(model, tmp_path):
     with pytest.raises(InputError, match="start image only"):
         main("generate", ["--model", str(model), *FAST, "--chunk-frames", "16", "--end-image",
                           picture(tmp_path / "e.png", 3)])
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "training" / "configs").glob("generate_*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_configs_use_known_options(config):
+    from training.generate import DEFAULTS, _read_yaml
+
+    options = _read_yaml(config)
+    assert options["prompt"] and set(options) <= set(DEFAULTS)
