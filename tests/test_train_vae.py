@@ -78,6 +78,8 @@ def test_unknown_option_is_one_clear_error(tmp_path, dataset):
         main("vae", ["--config", _config(tmp_path, dataset), "train.stpes=3"])
     with pytest.raises(InputError, match="not of the form key=value"):
         main("vae", ["--config", _config(tmp_path, dataset), "steps"])
+    with pytest.raises(InputError, match="gradient_accumulation_steps=1"):
+        main("vae", ["--config", _config(tmp_path, dataset), "train.gradient_accumulation_steps=2"])
 
 
 def _lpips_state(layout):

@@ -134,6 +134,9 @@ def main(command: str, argv) -> int:
         raise InputError("the VAE trainer trains two models with two optimizers (autoencoder and GAN "
                          "discriminators), which accelerate's DeepSpeed mode does not take; launch it with "
                          "plain DDP (accelerate launch --multi_gpu) instead.")
+    if tcfg["gradient_accumulation_steps"] != 1:
+        raise InputError("the VAE trainer steps its two optimizers every batch; set "
+                         "train.gradient_accumulation_steps=1 and raise data.batch_size instead.")
     torch.manual_seed(tcfg["seed"])  # identical initial weights on every rank
 
     vae = build_vae(mcfg)
