@@ -129,6 +129,21 @@ def test_low_precision_weights_stay_close_to_fp32(dtype, tol):
     assert rel < tol
 
 
+def test_compute_dtype_follows_later_casts():
+    """A model loaded in bf16 and cast back with .float() (as a trainer may do) computes in fp32."""
+    model = _model()
+    x, t, enc = _inputs()
+    with torch.no_grad():
+        ref = model(x, t, enc)
+        model.set_weight_dtype(torch.bfloat16)
+        assert model.dtype == torch.bfloat16
+        model.float()
+        assert model.dtype == torch.float32
+        out = model(x, t, enc)
+    assert out.dtype == torch.float32
+    assert ((out - ref).norm() / ref.norm()).item() < 0.05
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_bf16_model_on_cuda_takes_inputs_from_the_cpu():
     """Text states, masks and CLIP embeds may come from encoders kept on the CPU."""

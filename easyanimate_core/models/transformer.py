@@ -229,7 +229,6 @@ class VideoTransformer(nn.Module):
             self.clip_projection = Projection(CLIP_CHANNELS, dim * CLIP_TOKENS)
             zero_(self.clip_projection.linear_2)
         self.gradient_checkpointing = False
-        self.compute_dtype: torch.dtype | None = None  # None: the dtype of the weights
 
     @classmethod
     def from_config(cls, config: dict) -> VideoTransformer:
@@ -258,7 +257,9 @@ class VideoTransformer(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.compute_dtype or self.scale_shift_table.dtype
+        """The compute dtype: that of every parameter except fp8-stored Linear weights, so it stays
+        right whatever ``.to()`` or :meth:`set_weight_dtype` did last."""
+        return self.scale_shift_table.dtype
 
     @property
     def device(self) -> torch.device:
@@ -271,19 +272,20 @@ class VideoTransformer(nn.Module):
     def set_weight_dtype(self, weight_dtype: torch.dtype, compute_dtype: torch.dtype | None = None) -> VideoTransformer:
         """Store weights in ``weight_dtype`` and compute in ``compute_dtype`` (default: the same).
 
+        Only fp8 storage differs from the compute dtype; for any other ``weight_dtype`` the whole
+        model is cast to ``compute_dtype`` when one is given.
+
         fp8 (``torch.float8_e4m3fn`` / ``float8_e5m2``): only the weights of Linear layers are stored
         in fp8 (the bulk of the parameters); each layer upcasts its weight to the activation dtype
         in its forward. Everything else (biases, norms, the patch conv, modulation tables) is kept
         in the compute dtype, which then defaults to bfloat16.
         """
         fp8 = weight_dtype in (torch.float8_e4m3fn, torch.float8_e5m2)
-        compute = compute_dtype or (torch.bfloat16 if fp8 else weight_dtype)
-        self.to(compute)
+        self.to(compute_dtype or (torch.bfloat16 if fp8 else weight_dtype))
         if fp8:
             for module in self.modules():
                 if isinstance(module, Linear):
                     module.weight.data = module.weight.data.to(weight_dtype)
-        self.compute_dtype = compute
         return self
 
     # ----- forward ------------------------------------------------------------------------------
