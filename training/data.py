@@ -219,9 +219,11 @@ class MediaDataset(torch.utils.data.Dataset):
 
     def __init__(self, entries, cfg: dict, crop: str = "center", transform=None):
         self.entries, self.cfg, self.crop, self.transform = entries, cfg, crop, transform
-        self.by_kind = {}
+        self.by_kind, self.rank_in_kind = {}, {}
         for i, entry in enumerate(entries):
-            self.by_kind.setdefault(entry["type"], []).append(i)
+            same = self.by_kind.setdefault(entry["type"], [])
+            self.rank_in_kind[i] = len(same)
+            same.append(i)
 
     def __len__(self):
         return len(self.entries)
@@ -266,7 +268,7 @@ class MediaDataset(torch.utils.data.Dataset):
     def __getitem__(self, item: Item) -> dict:
         kind = self.entries[item.index]["type"]
         same_kind = self.by_kind[kind]
-        start = same_kind.index(item.index)
+        start = self.rank_in_kind[item.index]
         # an unreadable sample is replaced by the next readable one of its type, and counted
         for skipped in range(min(len(same_kind), 16)):
             index = same_kind[(start + skipped) % len(same_kind)]
