@@ -6,7 +6,6 @@ import shutil
 import pytest
 import torch
 import yaml
-
 from train_helpers import dit_yaml, image_dit_config, make_dataset, motion_config, vae_config, write_models
 
 
