@@ -161,6 +161,21 @@ def test_weight_dtypes(nodes, models_dir):
         nodes.VDiT_LoadDiT().load("tiny-v1/transformer", "default", "v9")
 
 
+def test_fp8_base_takes_a_motion_module_in_the_compute_dtype(nodes, models_dir):
+    (base,) = nodes.VDiT_LoadDiT().load("tiny-pixart", "fp8_e4m3fn", "auto")  # CPU: computes in fp32
+    (motion,) = nodes.VDiT_LoadMotionModule().load("tiny_mm.safetensors", "v1")
+    (zoom,) = nodes.VDiT_LoadMotionLoRA().load("zoom.safetensors", 1.0)
+    (animated,) = nodes.VDiT_ApplyMotionModule().apply(base, motion, 1.0, zoom)
+    with animated.patched() as model:
+        module = model.transformer_blocks[0].attn_temporal
+        assert module.temporal_transformer.proj_in.weight.dtype == model.dtype == torch.float32
+        out = _run(model)
+    (full,) = nodes.VDiT_LoadDiT().load("tiny-v1/transformer", "fp32", "auto")
+    (reference,) = nodes.VDiT_ApplyMotionModule().apply(full, motion, 1.0, zoom)
+    expected = _sample(reference)
+    assert ((out - expected).norm() / expected.norm()).item() < 0.2
+
+
 def test_incompatible_pairs_are_clear_errors(nodes, models_dir):
     (base,) = nodes.VDiT_LoadDiT().load("tiny-pixart", "fp32", "auto")
     (wide,) = nodes.VDiT_LoadMotionModule().load("wide_mm.safetensors", "v1")

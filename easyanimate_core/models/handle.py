@@ -28,8 +28,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
-import torch
-
 from ..errors import InputError
 from .lora import LoraWeights, apply_loras, linear_layers
 from .motion_module import MotionModuleSet
@@ -85,9 +83,8 @@ class ModelHandle:
         try:
             if self.motion is not None:
                 modules = self.motion.build()
-                weight = model.transformer_blocks[0].attn1.to_q.weight
-                dtype = model.dtype if weight.dtype in (torch.float8_e4m3fn, torch.float8_e5m2) else weight.dtype
-                modules.to(device=model.device, dtype=dtype)
+                # the compute dtype, also for fp8-stored models: motion modules are never stored in fp8
+                modules.to(device=model.device, dtype=model.dtype)
                 for block, module in zip(blocks, modules):
                     swapped.append((block, block.attn_temporal))
                     block.attn_temporal = module
