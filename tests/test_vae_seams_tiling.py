@@ -1,5 +1,7 @@
 """Seam options (blend / smooth), the seam metric, and spatial tiling."""
 
+from itertools import pairwise
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -92,7 +94,7 @@ def test_tile_blending_is_exact_for_pointwise_maps():
 def test_tile_layout_covers_everything_with_full_tiles():
     assert tile_starts(10, 16, 4) == [0]
     starts = tile_starts(100, 32, 8)
-    assert starts[0] == 0 and starts[-1] == 68 and all(b - a <= 24 for a, b in zip(starts, starts[1:]))
+    assert starts[0] == 0 and starts[-1] == 68 and all(b - a <= 24 for a, b in pairwise(starts))
 
 
 def test_tiled_vae_runs_and_small_images_skip_tiling():

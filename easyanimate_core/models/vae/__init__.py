@@ -6,4 +6,4 @@ from .seams import SEAM_OPTIONS, seam_ratio
 from .tiling import Tiling
 from .video_vae import VideoVAE
 
-__all__ = ["load_vae", "VideoVAE", "DiagonalGaussian", "Tiling", "SEAM_OPTIONS", "seam_ratio"]
+__all__ = ["SEAM_OPTIONS", "DiagonalGaussian", "Tiling", "VideoVAE", "load_vae", "seam_ratio"]

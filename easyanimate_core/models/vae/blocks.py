@@ -14,8 +14,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import CheckpointError
-from .layers import (Attention3D, CausalConv3d, GroupNorm, ResidualBlock3D, SpatialDownsampler3D,
-                     SpatialUpsampler3D)
+from .layers import (
+    Attention3D,
+    CausalConv3d,
+    GroupNorm,
+    ResidualBlock3D,
+    SpatialDownsampler3D,
+    SpatialUpsampler3D,
+)
 
 # block name -> does its resampler also act on time
 DOWN_BLOCKS = {"SpatialDownBlock3D": False, "SpatialTemporalDownBlock3D": True}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -18,8 +17,8 @@ log = logging.getLogger(__name__)
 _SHOWN = 3  # keys quoted per kind of mismatch
 
 
-def load_vae(path, dtype: Optional[torch.dtype] = None, device=None, config: Optional[dict] = None,
-             preset: Optional[str] = None, upcast: bool = False) -> VideoVAE:
+def load_vae(path, dtype: torch.dtype | None = None, device=None, config: dict | None = None,
+             preset: str | None = None, upcast: bool = False) -> VideoVAE:
     """Load the EasyAnimate video VAE.
 
     ``path``: a ``vae/`` folder, a model folder with a ``vae/`` subfolder, or a weights file

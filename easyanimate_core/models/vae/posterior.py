@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -15,7 +15,7 @@ class DiagonalGaussian:
     v3: once for the whole clip); drawing the same way makes a seeded sample match theirs.
     """
 
-    def __init__(self, moments: torch.Tensor, draw_sizes: Optional[Sequence[int]] = None):
+    def __init__(self, moments: torch.Tensor, draw_sizes: Sequence[int] | None = None):
         self.moments = moments
         self.mean, logvar = moments.chunk(2, dim=1)
         self.logvar = logvar.clamp(-30.0, 20.0)
@@ -32,7 +32,7 @@ class DiagonalGaussian:
     def mode(self) -> torch.Tensor:
         return self.mean
 
-    def sample(self, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """mean + std * eps, eps ~ N(0, 1) drawn on the generator's device (CPU generators work
         for GPU latents, as in diffusers)."""
         device = generator.device if generator is not None else self.mean.device

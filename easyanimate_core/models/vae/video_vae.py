@@ -15,7 +15,6 @@ clip length; only the input and the output tensors do.
 from __future__ import annotations
 
 import copy
-from typing import Optional
 
 import torch
 from torch import nn
@@ -111,11 +110,11 @@ class VideoVAE(nn.Module):
         self.decoder = Decoder(cfg)
         self.quant_conv = Conv3d(2 * cfg["latent_channels"], 2 * cfg["latent_channels"], 1)
         self.post_quant_conv = Conv3d(cfg["latent_channels"], cfg["latent_channels"], 1)
-        self.tiling: Optional[Tiling] = Tiling() if cfg["use_tiling"] else None
-        self.compute_dtype: Optional[torch.dtype] = None
+        self.tiling: Tiling | None = Tiling() if cfg["use_tiling"] else None
+        self.compute_dtype: torch.dtype | None = None
 
     @classmethod
-    def from_config(cls, config: dict) -> "VideoVAE":
+    def from_config(cls, config: dict) -> VideoVAE:
         return cls(config)
 
     # ------------------------------------------------------------------ facts
@@ -212,7 +211,7 @@ class VideoVAE(nn.Module):
     # ------------------------------------------------------------------ decode
 
     def decode(self, latents: torch.Tensor, progress=None, seam: str = "none", seed: int = 0,
-               output_device=None, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+               output_device=None, out: torch.Tensor | None = None) -> torch.Tensor:
         """Video (B, 3, F, H*8, W*8) from unscaled latents (B, 4, L, H, W).
 
         ``seam``: "none" - the published decode, unclamped; "blend" - extra decode windows shifted

@@ -16,8 +16,9 @@ length rules, so the schedule and the model cannot disagree.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, List
+from itertools import pairwise
 
 from .layers import CAUSAL, FIRST_FRAME, SLICE
 
@@ -41,13 +42,13 @@ class Window:
 LengthFn = Callable[[int, str], int]
 
 
-def encode_windows(frames: int, slice_mode: bool, chunk: int, out_len: LengthFn) -> List[Window]:
+def encode_windows(frames: int, slice_mode: bool, chunk: int, out_len: LengthFn) -> list[Window]:
     """Frame windows of the encoder; no context is shared between them."""
     spans, mode = _chunks(frames, slice_mode, chunk)
     return _place([(a, b, a, b, m) for a, b, m in zip(spans[:-1], spans[1:], mode)], out_len)
 
 
-def decode_windows(latents: int, slice_mode: bool, chunk: int, out_len: LengthFn) -> List[Window]:
+def decode_windows(latents: int, slice_mode: bool, chunk: int, out_len: LengthFn) -> list[Window]:
     """Latent windows of the decoder. In slice mode each slice sees the previous slice (never the
     lone first latent) and the next ``chunk`` latents as context."""
     spans, modes = _chunks(latents, slice_mode, chunk)
@@ -61,7 +62,7 @@ def decode_windows(latents: int, slice_mode: bool, chunk: int, out_len: LengthFn
     return _place(items, out_len)
 
 
-def blend_windows(latents: int, chunk: int, out_len: LengthFn) -> List[Window]:
+def blend_windows(latents: int, chunk: int, out_len: LengthFn) -> list[Window]:
     """Slice-mode windows shifted by half a slice, one across each boundary between two slices,
     with the same context rule as :func:`decode_windows`. Used to hide slice seams."""
     primary = decode_windows(latents, True, chunk, out_len)
@@ -69,7 +70,7 @@ def blend_windows(latents: int, chunk: int, out_len: LengthFn) -> List[Window]:
     shift = chunk // 2
     first_slice = slices[0].start if slices else 0
     result = []
-    for left, right in zip(slices[:-1], slices[1:]):
+    for left, right in pairwise(slices):
         a = left.start + shift
         b = min(a + chunk, right.stop)
         out_start = left.out_start + out_len(a - left.start, SLICE)
@@ -78,7 +79,7 @@ def blend_windows(latents: int, chunk: int, out_len: LengthFn) -> List[Window]:
     return result
 
 
-def total_out(windows: List[Window]) -> int:
+def total_out(windows: list[Window]) -> int:
     return windows[-1].out_stop if windows else 0
 
 
