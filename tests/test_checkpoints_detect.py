@@ -525,3 +525,18 @@ def test_sd_vae_and_additional_conditions():
     linear(big, "adaln_single.emb.resolution_embedder.linear_1", H, 256)
     assert resolve_transformer_config(big)["sample_size"] == 128
     assert resolve_transformer_config(dit(motion=False))["sample_size"] == 64
+
+
+def test_vae_with_one_layer_per_block_loads_with_its_own_config(tmp_path):
+    """With layers_per_block=1 the mid block has no attention whatever the flag says, so the
+    flag cannot be read from the weights and must not be reported as contradicting config.json."""
+    import json
+
+    from easyanimate_core.checkpoints import save_state_dict
+    from easyanimate_core.models.vae import VideoVAE, load_vae
+
+    vae = VideoVAE.from_config(dict(ch=8, ch_mult=[1, 2, 2, 2], layers_per_block=1, norm_num_groups=4,
+                                    mid_block_use_attention=True))
+    save_state_dict(tmp_path / "diffusion_pytorch_model.safetensors", vae.state_dict())
+    (tmp_path / "config.json").write_text(json.dumps(vae.config))
+    assert load_vae(tmp_path).config["layers_per_block"] == 1

@@ -425,15 +425,17 @@ def vae_facts(state_dict, source="the state dict") -> dict:
         "post_quant_conv.weight": (latent, latent, 1, 1, 1),
     }
     _check_shapes(state_dict, expected, source)
-    return {
+    facts = {
         "in_channels": conv_in.shape[1],
         "out_channels": state_dict["decoder.conv_out.weight"].shape[0],
         "ch": ch,
         "ch_mult": ch_mult,
         "latent_channels": latent,
         "layers_per_block": layers,
-        "mid_block_use_attention": "encoder.mid_block.attentions.0.to_q.weight" in state_dict,
     }
+    if layers > 1:  # the mid block holds layers_per_block - 1 attentions: with one, the flag leaves no trace
+        facts["mid_block_use_attention"] = "encoder.mid_block.attentions.0.to_q.weight" in state_dict
+    return facts
 
 
 def _describe_vae(info, state_dict, config):

@@ -235,6 +235,7 @@ def resolve_vae_config(state_dict, config=None, preset=None, overrides=None, sou
             "layers_per_block",
             "mid_block_use_attention",
         )
+        if key in facts
     }
     resolved.update(inferred)
     if config is not None:
