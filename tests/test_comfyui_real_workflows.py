@@ -221,6 +221,28 @@ def test_image_to_video_with_the_clip_image_encoder(server, definitions):
     assert _video_facts(_saved(server, prompt_id, prompt, "SaveVideo")[0])[:2] == (FRAMES, (SIZE, SIZE))
 
 
+def test_native_latent_image_and_save_nodes_work_with_ours(server, definitions):
+    """Native RepeatLatentBatch on our 5-D LATENT, ImageInvert on our IMAGE, SaveAnimatedWEBP of it."""
+    from PIL import Image
+
+    prompt, flow = _prompt("text_to_video.json", definitions)
+    sampler = next(k for k, n in prompt.items() if n["class_type"] == "VDiT_Sampler")
+    decode = next(k for k, n in prompt.items() if n["class_type"] == "VDiT_VAEDecode")
+    prompt[sampler]["inputs"]["seed"] = 77
+    prompt["101"] = {"class_type": "RepeatLatentBatch", "inputs": {"samples": [sampler, 0], "amount": 2}}
+    prompt[decode]["inputs"]["samples"] = ["101", 0]
+    prompt["102"] = {"class_type": "ImageInvert", "inputs": {"image": [decode, 0]}}
+    prompt["103"] = {"class_type": "SaveAnimatedWEBP", "inputs": {
+        "images": ["102", 0], "filename_prefix": "vdit_webp", "fps": 8.0, "lossless": True, "quality": 80,
+        "method": "default"}}
+    prompt_id, _ = _run(server, prompt, flow)
+    data, _ = _saved(server, prompt_id, prompt, "SaveAnimatedWEBP")
+    picture = Image.open(io.BytesIO(data))
+    assert picture.size == (SIZE, SIZE) and picture.n_frames == 2 * FRAMES  # two videos, frames concatenated
+    count, _, _ = _video_facts(_saved(server, prompt_id, prompt, "SaveVideo")[0])
+    assert count == 2 * FRAMES
+
+
 def test_text_to_image_saves_one_picture(server, definitions):
     from PIL import Image
 
