@@ -11,6 +11,7 @@ Every step is the toolkit's own command, run in this process on the synthetic wo
   caption      the world's captioner: the CV reader (analysis.read_clip) describes each clip
   metadata     preprocess metadata -> metadata.json; stills (middle frames, PNG) -> images.json
   text-encoder the tiny T5 + world tokenizer (demo/text.py), never trained
+  vae-init     the VAE's starting weights (posterior std starts small, see init_vae)
   vae          VAE stage 1 (whole model, images + clips)
   vae-decoder  VAE stage 2 (decoder only)
   vae-scale    scaling_factor = 1 / latent std of the training clips
@@ -148,8 +149,11 @@ class Chain:
         models = self.work / "models"
         out = self.work / "runs" / stage
         cfg = copy.deepcopy(self.cfg["stages"][stage])
+        if stage == "vae":  # the architecture comes with vae_init's config.json
+            cfg.get("model", {}).pop("config", None)
         paths = {
-            "vae": {"data": {"metadata": str(self.data / "all.json")}},
+            "vae": {"data": {"metadata": str(self.data / "all.json")},
+                    "model": {"pretrained": str(self.work / "models" / "vae_init")}},
             "vae-decoder": {"data": {"metadata": str(self.data / "all.json")},
                             "model": {"pretrained": str(self.work / "runs" / "vae" / "vae")}},
             "dit-image": {"data": {"metadata": str(self.data / "images.json")}},
@@ -185,6 +189,24 @@ class Chain:
         module = {"vae": "training.train_vae", "vae-decoder": "training.train_vae",
                   "motion-lora": "training.train_lora"}.get(stage, "training.train_dit")
         self.run_command(module, stage, argv)
+
+    def init_vae(self) -> None:
+        """Random weights, except that the posterior's log-variance starts at -8 (std 0.02)
+        instead of about 0 (std 1). From scratch, unit-variance sampling noise drowns the young
+        encoder's small means and the autoencoder needs several times the steps to get going; the
+        released VAE never met this because it started from Stable Diffusion's."""
+        import torch
+
+        from easyanimate_core.models.vae import VideoVAE
+        from training.train_vae import export_vae
+
+        torch.manual_seed(self.cfg["seed"])
+        vae = VideoVAE.from_config(dict(self.cfg["stages"]["vae"]["model"]["config"]))
+        half = vae.quant_conv.weight.shape[0] // 2
+        with torch.no_grad():
+            vae.quant_conv.weight[half:] = 0
+            vae.quant_conv.bias[half:] = -8.0
+        export_vae(vae, self.work / "models" / "vae_init")
 
     def calibrate_vae(self) -> None:
         """The DiT wants unit-variance latents: scaling_factor = 1 / std of the latents of the
@@ -242,6 +264,7 @@ class Chain:
         models = self.work / "models"
         self.stage("text-encoder", models / "text_encoder" / "config.json",
                    lambda: write_text_encoder(models, seed=self.cfg["seed"]))
+        self.stage("vae-init", models / "vae_init" / "config.json", self.init_vae)
         for stage in TRAINING_STAGES:
             self.stage(stage, self.done_marker(stage), lambda stage=stage: self.train(stage))
             if stage == "vae-decoder":

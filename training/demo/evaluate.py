@@ -118,6 +118,9 @@ def vae_scores(vae, scenes: list, frames: int = 16, size: int = 32) -> dict:
             mse = float(((recon - video) / 2).pow(2).mean())
             out[f"psnr_{seam}"] = 10 * np.log10(1.0 / mse)
             out[f"seam_{seam}"] = seam_ratio(recon, boundaries) if boundaries else float("nan")
+            if seam == "none":  # the reader on reconstructions: the ceiling for generated clips
+                frames = ((recon + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1)
+                out["reader_on_reconstructions"] = prompt_scores(frames.numpy(), scenes)["accuracy"]
     out["seam_ground_truth"] = seam_ratio(video, boundaries) if boundaries else float("nan")
     return out
 
@@ -133,7 +136,10 @@ def table(results: dict) -> str:
             ("VAE PSNR, held-out clips (published decode)", f"{v['psnr_none']:.2f} dB", ">= 30 dB"),
             ("VAE PSNR, held-out clips (blended seams)", f"{v['psnr_blend']:.2f} dB", ""),
             ("Slice seam ratio: decode / blended / clean render",
-             f"{v['seam_none']:.2f} / {v['seam_blend']:.2f} / {v['seam_ground_truth']:.2f}", "~1")]
+             f"{v['seam_none']:.2f} / {v['seam_blend']:.2f} / {v['seam_ground_truth']:.2f}", "~1"),
+            ("Reader on VAE reconstructions: colour / shape / direction",
+             " / ".join(f"{100 * v['reader_on_reconstructions'][k]:.0f} %" for k in ("color", "shape", "motion")),
+             "ceiling")]
     if "lora" in results:
         lora = results["lora"]
         expect = {"pan_left": "with > without", "pan_right": "with < without"}.get(lora["name"], "")
