@@ -50,6 +50,8 @@ def test_latent_shape_and_buckets(vae):
     assert w % 32 == 0 and h % 32 == 0 and abs(w / h - 16 / 9) < 0.1
     assert abs(w * h / 512 ** 2 - 1) < 0.1
     assert rules.bucket_size(100, 100, 512) == (512, 512)
+    assert (w, h) == (672, 384)  # the published 0.57 bucket, as the reference's image-to-video node picks
+    assert rules.bucket_size(1080, 1920, 768) == (576, 1008)  # 1.75 bucket scaled to 768
     with pytest.raises(InputError):
         rules.bucket_size(0, 10, 512)
 

@@ -11,9 +11,9 @@ value and the adjustment is logged as one warning line (never silently).
 from __future__ import annotations
 
 import logging
-import math
 
 from ..errors import InputError
+from . import buckets
 
 log = logging.getLogger("easyanimate_core")
 
@@ -66,17 +66,9 @@ def latent_shape(vae, frames: int, width: int, height: int, batch: int = 1) -> t
     return (batch, vae.latent_channels, vae.latent_frames(frames), height // scale, width // scale)
 
 
-def bucket_size(width: int, height: int, base_resolution: int, multiple: int = 32) -> tuple:
-    """The (width, height) with the aspect ratio of ``width`` x ``height`` and about
-    ``base_resolution``**2 pixels, each side a multiple of ``multiple``.
-
-    Image-to-video sizes the video after its start image this way (as the reference's aspect
-    buckets do: same pixel budget as the model's training resolution, 32-pixel steps).
-    """
-    if width <= 0 or height <= 0:
-        raise InputError(f"the start image must have a positive size, got {width}x{height}")
-    aspect = height / width
-    h = math.sqrt(base_resolution * base_resolution * aspect)
-    w = base_resolution * base_resolution / h
-    snap = lambda x: max(multiple, round(x / multiple) * multiple)
-    return snap(w), snap(h)
+def bucket_size(width: int, height: int, base_resolution: int) -> tuple:
+    """The (width, height) of the published aspect bucket nearest ``width`` x ``height``, scaled
+    to ``base_resolution`` (image-to-video sizes the video after its start image this way, as the
+    reference's nodes do)."""
+    bucket_h, bucket_w = buckets.bucket_size(buckets.closest_ratio(height, width), base_resolution)
+    return bucket_w, bucket_h
