@@ -6,7 +6,9 @@ and decode nodes make and expect them, so the sampler needs no VAE. CONDITIONING
 list ``[[embeds (B, N, C), {...}]]``: native ``CLIPTextEncode`` output (no mask) works as it is,
 and the pack's text encode nodes add ``attention_mask``. Image-to-video puts its encoded start /
 end frames and CLIP embedding into the cond dicts under pack-prefixed keys, as native img2vid
-nodes do with theirs.
+nodes do with theirs. The empty latents carry, under another such key, what a 12-channel (InP)
+model reads when no frame is kept, encoded by their VAE on the sampler's first request, so the
+sampler gives such a model exactly what ``pipeline.generate`` gives it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from ..easyanimate_core.errors import InputError
 from ..easyanimate_core.models.handle import ModelHandle
 from ..easyanimate_core.sampling import frames as frame_rules
 from ..easyanimate_core.sampling.context import FUSE_MODES, ContextWindows
-from ..easyanimate_core.sampling.inpaint import encode_source, image_to_video_source
+from ..easyanimate_core.sampling.inpaint import all_generated_condition, encode_source, image_to_video_source
+from ..easyanimate_core.sampling.pipeline import model_channels
 from ..easyanimate_core.sampling.schedule import KARRAS_SAMPLERS, SAMPLERS
 from . import host
 
@@ -30,6 +33,8 @@ CATEGORY = "VideoDiT/sampling"
 # Keys the pack puts into ComfyUI cond dicts (prefixed: cond dicts are shared with other packs).
 INPAINT_KEY = "vdit_inpaint"
 CLIP_EMBEDS_KEY = "vdit_clip_embeds"
+# Key the pack puts into the LATENTs it creates: an AllGenerated for 12-channel models.
+ALL_GENERATED_KEY = "vdit_all_generated"
 
 SCHEDULERS = ("normal", "karras")
 
@@ -52,20 +57,43 @@ def _video_size(vae, width: int, height: int, length: int) -> tuple:
     return width, height, frame_rules.adjust_frames(length, vae)
 
 
+class AllGenerated:
+    """The all-generated condition of a 12-channel model (see ``inpaint.all_generated_condition``)
+    for latents of any shape, encoded by ``vae`` when first asked for and kept per shape: a
+    4-channel model never pays for it, and latents resized between nodes still fit."""
+
+    def __init__(self, vae):
+        self.vae = vae
+        self._encoded = {}
+
+    def __call__(self, latent_shape):
+        _, _, length, h, w = latent_shape
+        if (length, h, w) not in self._encoded:
+            scale = self.vae.spatial_factor
+            host.load_models([self.vae])
+            condition = all_generated_condition(self.vae, self.vae.decoded_frames(length), w * scale, h * scale,
+                                                progress=host.progress(1))
+            self._encoded[length, h, w] = _moved(condition, host.intermediate_device())
+        return self._encoded[length, h, w]
+
+
 def _empty_latent(vae, width: int, height: int, frames: int, batch_size: int) -> dict:
     shape = frame_rules.latent_shape(vae, frames, width, height, batch_size)
-    return {"samples": torch.zeros(shape, device=host.intermediate_device())}
+    return {"samples": torch.zeros(shape, device=host.intermediate_device()), ALL_GENERATED_KEY: AllGenerated(vae)}
 
 
 class VDiT_EmptyLatentVideo:
     DESCRIPTION = ("An empty 5-D video LATENT (batch, 4, latent frames, height/8, width/8) for text-to-video "
-                   "and text-to-image (length 1). The VAE decides the frame arithmetic: " + FRAME_RULE)
+                   "and text-to-image (length 1). The VAE decides the frame arithmetic: " + FRAME_RULE + " For "
+                   "12-channel (InP) models the latent also carries their 'every frame generated' image condition, "
+                   "which the sampler has this VAE encode once when such a model first asks for it.")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "vae": ("VDIT_VAE", {"tooltip": "The VAE that will decode the video; its frame rule sets the "
-                                            "number of latent frames."}),
+                                            "number of latent frames, and it encodes the image condition of "
+                                            "12-channel (InP) models."}),
             "width": ("INT", {"default": 672, "min": 16, "max": MAX_SIZE, "step": 16,
                               "tooltip": "Video width in pixels. " + SIZE_RULE}),
             "height": ("INT", {"default": 384, "min": 16, "max": MAX_SIZE, "step": 16,
@@ -257,6 +285,18 @@ def _check_inpaint(inpaint, latents: torch.Tensor):
                          f"output to the sampler.")
 
 
+def _all_generated(latent_image: dict, latents: torch.Tensor):
+    """The 12-channel model's all-generated condition the LATENT carries, or None (then the model
+    reads zeros, the reference pipeline's "no mask" input) with a warning."""
+    all_generated = latent_image.get(ALL_GENERATED_KEY)
+    if all_generated is None:
+        log.warning("latent_image carries no all-generated image condition (it was made by neither 'Empty "
+                    "EasyAnimate Latent Video' nor 'EasyAnimate Image to Video'), so the 12-channel (InP) model "
+                    "reads an all-zero one; start from one of those nodes for the release's input")
+        return None
+    return all_generated(latents.shape)
+
+
 def _activation_bytes(transformer, latents: torch.Tensor, cfg: float, context) -> int:
     """Rough working memory of one DiT call, so the host frees that much besides the weights."""
     batch, _, frames, h, w = latents.shape
@@ -328,6 +368,8 @@ class VDiT_Sampler:
         if not isinstance(model, ModelHandle):
             raise InputError(f"the model input is a {type(model).__name__}, expected the VDIT_MODEL of a "
                              f"'Load EasyAnimate DiT' node; connect that node's output.")
+        if inpaint is None and model_channels(model.model) == 3 * latents.shape[1]:  # InP
+            inpaint = _all_generated(latent_image, latents)
         # the handle applies its motion module, LoRAs and motion scale for the duration
         with model.patched() as transformer:
             host.load_models([transformer], memory_required=_activation_bytes(transformer, latents, cfg,

@@ -234,3 +234,29 @@ def test_largest_seed_and_batched_image_to_video(nodes, vae, dit4, dit12):
     for model in (dit4, dit12):
         out = _sample(nodes, model, positive, negative, batched)["samples"]
         assert out.shape == (2, 4, 3, 4, 4) and not torch.allclose(out[0], out[1])  # own noise per video
+
+
+def test_text_to_video_with_an_inp_model_matches_the_generate_path(nodes, vae, dit12, monkeypatch):
+    """The sampler node gives a 12-channel model the encoded all-generated condition, as generate()."""
+    from easyanimate_core.sampling import pipeline
+
+    positive, negative = _cond(), _cond(1, 2)
+    latent = nodes.VDiT_EmptyLatentVideo().generate(vae, SIZE, SIZE, 9, 1)[0]
+    node = _sample(nodes, dit12, positive, negative, latent, seed=7, steps=3)["samples"]
+    monkeypatch.setattr(pipeline, "decode", lambda components, latents, **_: latents)  # keep the latents
+    generated = pipeline.generate_encoded(pipeline.Components(dit12.model, vae), positive[0][0], negative[0][0],
+                                          width=SIZE, height=SIZE, frames=9, steps=3, cfg=5.0, seed=7)
+    torch.testing.assert_close(node, generated * vae.scaling_factor, atol=1e-5, rtol=1e-5)
+    # the condition is encoded once per latent shape and is not all zeros
+    condition = latent[nodes.ALL_GENERATED_KEY](latent["samples"].shape)
+    assert condition is latent[nodes.ALL_GENERATED_KEY](latent["samples"].shape)
+    assert condition.mask_latents.abs().sum() > 0 and condition.masked_latents.abs().sum() > 0
+
+
+def test_inp_text_to_video_from_a_foreign_latent_warns(nodes, vae, dit12, caplog):
+    latent = nodes.VDiT_EmptyLatentVideo().generate(vae, SIZE, SIZE, 9, 1)[0]
+    bare = {"samples": latent["samples"]}
+    with caplog.at_level("WARNING"):
+        out = _sample(nodes, dit12, _cond(), _cond(1, 2), bare)["samples"]
+    assert "all-zero" in caplog.text and torch.isfinite(out).all()
+    assert not torch.allclose(out, _sample(nodes, dit12, _cond(), _cond(1, 2), latent)["samples"])

@@ -125,6 +125,15 @@ def video_source(video: torch.Tensor, width: int, height: int) -> Source:
     return source
 
 
+def all_generated_condition(vae, num_frames: int, width: int, height: int,
+                            progress: ProgressFn | None = None) -> InpaintCondition:
+    """What a 12-channel (InP) model reads when no frame is kept (text-to-video, video-to-video):
+    the encoded all-ones mask and the encoded all -1 masked video, as the reference's text-to-video
+    with an InP model. The units are constant, so only the first of each length is encoded."""
+    return encode_source(vae, image_to_video_source(num_frames, width, height), num_frames,
+                         vae.scaling_factor, want_mask=True, want_video=False, progress=progress)
+
+
 def encode_units(vae, num_frames: int) -> list:
     """The VAE's independently encoded time windows as (start, stop) frame ranges: encoding
     each alone and concatenating equals encoding the clip (slice VAE: lone odd first frame, then

@@ -38,7 +38,13 @@ from ..models.transformer import CLIP_CHANNELS, CLIP_TOKENS
 from ..progress import ProgressFn
 from . import frames as frame_rules
 from .context import ContextWindows, fuse_windows
-from .inpaint import InpaintCondition, encode_source, image_to_video_source, video_source
+from .inpaint import (
+    InpaintCondition,
+    all_generated_condition,
+    encode_source,
+    image_to_video_source,
+    video_source,
+)
 
 log = logging.getLogger("easyanimate_core")
 
@@ -202,8 +208,9 @@ def denoise(transformer, latents: torch.Tensor, cond, uncond=None, *, steps: int
         ``euler_a``'s per-step noise.
     inpaint: :class:`InpaintCondition` (image-to-video / start+end frames): read by 12-channel
         models as extra input channels; 4-channel models are blended towards the kept region
-        after every step. 12-channel models without one get the all-generated condition built
-        from zeros (the reference's "no mask" case).
+        after every step. 12-channel models without one read zeros (the reference pipeline's
+        "no mask" input); pass :func:`~.inpaint.all_generated_condition` instead to give them
+        what :func:`generate` gives (the reference's text-to-video with an InP model).
     clip_embeds: (1 or B, 768) CLIP image embeddings for 12-channel models, used in the
         conditional branch for the last ``clip_apply_ratio`` share of the steps only.
     context: :class:`~.context.ContextWindows` to run the DiT on overlapping windows of latent
@@ -362,7 +369,7 @@ def encode_condition(vae, frames: int, width: int, height: int, *, start_image=N
         source = image_to_video_source(frames, width, height, start_image, end_image)
         want_video = inp is not True
     elif inp:
-        source, want_video = image_to_video_source(frames, width, height), False
+        return all_generated_condition(vae, frames, width, height, progress=progress)
     else:
         return None
     return encode_source(vae, source, frames, vae.scaling_factor, want_mask=inp is not False,
