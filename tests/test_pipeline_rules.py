@@ -167,3 +167,42 @@ def test_clip_loader_errors_name_the_folder(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(CheckpointError, match=str(tmp_path.name)):
         ClipImageEncoder.load(str(tmp_path))
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="unreadable config.json"):
+        ClipImageEncoder.load(str(tmp_path))
+
+
+def test_clip_loader_rejects_other_models_and_weights_that_do_not_fit(tmp_path):
+    """Nothing loads with random weights: a foreign model type, or missing / unexpected /
+    mis-shaped weights, is one CheckpointError naming the folder."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from easyanimate_core.models.clip_vision import ClipImageEncoder
+
+    good = save_clip(tmp_path / "image_encoder")
+    weights = load_file(good / "model.safetensors")
+
+    def variant(name, config=None, tensors=None):
+        folder = tmp_path / name
+        shutil.copytree(good, folder)
+        if config is not None:
+            (folder / "config.json").write_text(json.dumps(config))
+        if tensors is not None:
+            save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+        return str(folder)
+
+    t5_like = {"model_type": "t5", "architectures": ["T5EncoderModel"], "d_model": 32}
+    with pytest.raises(CheckpointError, match=r"t5_config.*model_type 't5'"):
+        ClipImageEncoder.load(variant("t5_config", config=t5_like))
+    no_projection = {k: v for k, v in weights.items() if not k.startswith("visual_projection")}
+    with pytest.raises(CheckpointError, match=r"no_projection.*missing visual_projection.weight"):
+        ClipImageEncoder.load(variant("no_projection", tensors=no_projection))
+    extra = {**weights, "text_model.embeddings.token_embedding.weight": torch.zeros(4, 32)}
+    with pytest.raises(CheckpointError, match=r"extra.*unexpected text_model"):
+        ClipImageEncoder.load(variant("extra", tensors=extra))
+    resized = {**weights, "visual_projection.weight": torch.zeros(512, 32)}
+    with pytest.raises(CheckpointError, match="resized"):
+        ClipImageEncoder.load(variant("resized", tensors=resized))

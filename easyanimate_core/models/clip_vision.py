@@ -20,6 +20,7 @@ from ..errors import CheckpointError, InputError
 # OpenAI CLIP's normalisation; used when the folder has no preprocessor_config.json.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+VISION_MODEL_TYPE = "clip_vision_model"  # config.json of CLIPVisionModel(WithProjection) folders
 
 
 class ClipImageEncoder:
@@ -33,19 +34,36 @@ class ClipImageEncoder:
     @classmethod
     def load(cls, path: str, dtype: torch.dtype | None = None, device=None) -> ClipImageEncoder:
         """Load a ``CLIPVisionModelWithProjection`` folder (config.json + weights, e.g. the
-        ``image_encoder/`` folder of an EasyAnimate v3 InP release)."""
-        if not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "config.json")):
-            raise CheckpointError(f"CLIP image encoder {path!r} is not a folder with a config.json; point "
-                                  f"it at the image_encoder/ folder of an EasyAnimate InP release")
+        ``image_encoder/`` folder of an EasyAnimate v3 InP release). Any other model, or weights
+        that do not fill the configured model exactly, is a :class:`CheckpointError`: a partial
+        load would leave random weights behind."""
+        fix = "point it at the image_encoder/ folder of an EasyAnimate InP release"
+        config_path = os.path.join(path, "config.json")
+        if not os.path.isfile(config_path):
+            raise CheckpointError(f"CLIP image encoder {path!r} is not a folder with a config.json; {fix}")
+        try:
+            with open(config_path, encoding="utf-8") as f:
+                config = json.load(f)
+        except (OSError, ValueError) as error:
+            raise CheckpointError(f"CLIP image encoder {path!r} has an unreadable config.json ({error}); "
+                                  f"{fix}") from error
+        found = config.get("model_type") if isinstance(config, dict) else None
+        if found != VISION_MODEL_TYPE:
+            raise CheckpointError(f"CLIP image encoder {path!r} has config.json model_type {found!r}, expected "
+                                  f"{VISION_MODEL_TYPE!r} (a CLIPVisionModelWithProjection); {fix}")
         from transformers import CLIPVisionModelWithProjection
 
         try:
-            model = CLIPVisionModelWithProjection.from_pretrained(path, local_files_only=True,
-                                                                  torch_dtype=dtype)
-        except (OSError, ValueError) as error:
+            model, info = CLIPVisionModelWithProjection.from_pretrained(
+                path, local_files_only=True, torch_dtype=dtype, output_loading_info=True)
+        except (OSError, ValueError, RuntimeError) as error:  # RuntimeError: weight shapes off the config
             raise CheckpointError(f"CLIP image encoder {path!r} could not be loaded as "
-                                  f"CLIPVisionModelWithProjection ({error}); use the image_encoder/ "
-                                  f"folder of an EasyAnimate InP release") from error
+                                  f"CLIPVisionModelWithProjection ({error}); {fix}") from error
+        missing, unexpected = sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
+        if missing or unexpected or info["error_msgs"]:
+            raise CheckpointError(f"CLIP image encoder {path!r} has weights that do not fit its config.json "
+                                  f"(missing {_names(missing)}, unexpected {_names(unexpected)}); {fix} with "
+                                  f"its own weights")
         encoder = cls(model, **_preprocessor_settings(path))
         if device is not None:
             encoder.to(device)
@@ -90,6 +108,14 @@ class ClipImageEncoder:
         """``image_embeds`` (B, projection_dim) in float32."""
         pixels = self.preprocess(images).to(self.device, self.dtype)
         return self.model(pixel_values=pixels).image_embeds.float()
+
+
+def _names(keys: list, shown: int = 3) -> str:
+    """'none', or the first few weight names and how many more."""
+    if not keys:
+        return "none"
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
 
 
 def _preprocessor_settings(path: str) -> dict:
