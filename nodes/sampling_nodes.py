@@ -21,6 +21,7 @@ from ..easyanimate_core.errors import InputError
 from ..easyanimate_core.models.handle import ModelHandle
 from ..easyanimate_core.sampling import frames as frame_rules
 from ..easyanimate_core.sampling.context import FUSE_MODES, ContextWindows
+from ..easyanimate_core.sampling.guidance import uses_guidance
 from ..easyanimate_core.sampling.inpaint import all_generated_condition, encode_source, image_to_video_source
 from ..easyanimate_core.sampling.pipeline import model_channels
 from ..easyanimate_core.sampling.schedule import KARRAS_SAMPLERS, SAMPLERS
@@ -305,7 +306,7 @@ def _activation_bytes(transformer, latents: torch.Tensor, cfg: float, context) -
     tokens = frames * (h // 2) * (w // 2)
     width = int(getattr(transformer, "hidden_size", 1152))
     element = torch.finfo(transformer.dtype).bits // 8
-    return batch * (2 if cfg > 1 else 1) * tokens * width * element * 16
+    return batch * (2 if uses_guidance(cfg) else 1) * tokens * width * element * 16
 
 
 class VDiT_Sampler:

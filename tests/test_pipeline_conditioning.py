@@ -104,3 +104,16 @@ def test_denoise_rejects_conditions_the_model_cannot_read(parts):
         encode_condition(parts.vae, 9, 32, 32, start_image=torch.rand(3, 32, 32), video=torch.rand(3, 9, 32, 32))
     with pytest.raises(InputError, match="no text encoder"):
         encode_prompts(Components(parts.transformer, parts.vae), PROMPT)
+
+
+def test_guidance_runs_by_the_one_rule_in_guidance(parts, monkeypatch):
+    """denoise asks sampling.guidance.uses_guidance whether to run the negative branch (one rule,
+    one place): with the rule switched off, cfg 6 runs the DiT on the conditional batch alone."""
+    from easyanimate_core.sampling import guidance
+
+    cond, uncond = encode_prompts(parts, PROMPT, "")
+    calls, _ = dit_inputs(parts, cond, uncond)
+    assert calls[0]["hidden_states"].shape[0] == 2  # [uncond, cond]
+    monkeypatch.setattr(guidance, "uses_guidance", lambda scale: False)
+    calls, _ = dit_inputs(parts, cond, uncond)
+    assert calls[0]["hidden_states"].shape[0] == 1

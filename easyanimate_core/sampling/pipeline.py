@@ -218,7 +218,7 @@ def denoise(transformer, latents: torch.Tensor, cond, uncond=None, *, steps: int
     progress: ``progress(step, steps, preview=x0)`` after every step, ``x0`` the current clean
         estimate (scaled latents, for a cheap preview); raise from it to cancel.
     """
-    from .guidance import cfg_model, drop_learned_sigma
+    from .guidance import cfg_model, drop_learned_sigma, uses_guidance
     from .samplers import sample
     from .schedule import make_plan
 
@@ -237,7 +237,7 @@ def denoise(transformer, latents: torch.Tensor, cond, uncond=None, *, steps: int
                          f"{latents.shape[-2]}x{latents.shape[-1]}; adjust the video size")
     device, dtype = transformer.device, transformer.dtype
     batch, _, length = latents.shape[:3]
-    use_cfg = cfg > 1.0
+    use_cfg = uses_guidance(cfg)
 
     text = as_text_condition(cond, batch)
     if use_cfg:
