@@ -540,3 +540,18 @@ def test_vae_with_one_layer_per_block_loads_with_its_own_config(tmp_path):
     save_state_dict(tmp_path / "diffusion_pytorch_model.safetensors", vae.state_dict())
     (tmp_path / "config.json").write_text(json.dumps(vae.config))
     assert load_vae(tmp_path).config["layers_per_block"] == 1
+
+
+def test_vae_config_block_types_given_as_the_reference_tuple_string_pass_through():
+    """Released vae/config.json files store block types as one tuple string; resolution must
+    leave them for the VAE to parse instead of cutting the string to the weights' depth."""
+    from easyanimate_core.checkpoints import resolve_vae_config
+    from easyanimate_core.models.vae import VideoVAE
+
+    vae = VideoVAE.from_config(dict(ch=8, ch_mult=[1, 2, 2], layers_per_block=1, norm_num_groups=4))
+    down = '("SpatialDownBlock3D", "SpatialTemporalDownBlock3D", "SpatialTemporalDownBlock3D")'
+    resolved = resolve_vae_config(vae.state_dict(), config={"down_block_types": down, "slice_compression_vae": True,
+                                                                 "norm_num_groups": 4})
+    assert resolved["down_block_types"] == down
+    assert resolved["up_block_types"] == ["SpatialUpBlock3D", "SpatialTemporalUpBlock3D", "SpatialTemporalUpBlock3D"]
+    assert VideoVAE.from_config(resolved).config["down_block_types"] == list(eval(down))  # noqa: S307 (test data)

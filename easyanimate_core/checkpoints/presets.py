@@ -98,7 +98,8 @@ TRANSFORMER_PRESETS = {
     },
 }
 
-_VAE_CLASS_DEFAULTS = {
+# AutoencoderKLMagvit's constructor defaults with the block types of the shipped yamls.
+VAE_CLASS_DEFAULTS = {
     "in_channels": 3,
     "out_channels": 3,
     "ch": 128,
@@ -132,14 +133,14 @@ _VAE_CLASS_DEFAULTS = {
 VAE_PRESETS = {
     # v2: causal MagViT VAE, run by the pipeline in 9-frame / 3-latent chunks.
     "v2": {
-        **_VAE_CLASS_DEFAULTS,
+        **VAE_CLASS_DEFAULTS,
         "slice_compression_vae": False,
         "mini_batch_encoder": 9,
         "mini_batch_decoder": 3,
     },
     # v3: slice VAE, 8-frame slices encoded independently, 2-latent slices decoded with context.
     "v3": {
-        **_VAE_CLASS_DEFAULTS,
+        **VAE_CLASS_DEFAULTS,
         "slice_compression_vae": True,
         "mini_batch_encoder": 8,
         "mini_batch_decoder": 2,
@@ -238,15 +239,15 @@ def resolve_vae_config(state_dict, config=None, preset=None, overrides=None, sou
         if key in facts
     }
     resolved.update(inferred)
+    # Spatial and spatio-temporal down/up samplers have the same weight shapes: keep the preset's
+    # pattern (first level spatial only, the rest spatio-temporal) at the depth the weights have.
+    # config.json's own block types (lists, or the reference's tuple strings) then replace these.
+    levels = len(resolved["ch_mult"])
+    for key in ("down_block_types", "up_block_types"):
+        resolved[key] = resolved[key][:1] + resolved[key][-1:] * (levels - 1)
     if config is not None:
         _check_agreement(config, inferred, source)
         resolved.update(copy.deepcopy(config))
-    # Spatial and spatio-temporal down/up samplers have the same weight shapes: keep the preset's
-    # pattern (first level spatial only, the rest spatio-temporal) at the depth the weights have.
-    levels = len(resolved["ch_mult"])
-    for key in ("down_block_types", "up_block_types"):
-        if len(resolved[key]) != levels:
-            resolved[key] = resolved[key][:1] + resolved[key][-1:] * (levels - 1)
     resolved.update(copy.deepcopy(overrides or {}))
     return resolved
 

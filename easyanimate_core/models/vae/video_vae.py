@@ -19,6 +19,7 @@ import copy
 import torch
 from torch import nn
 
+from ...checkpoints.presets import VAE_PRESETS
 from ...errors import CheckpointError, InputError
 from ...progress import silent
 from .blocks import DOWN_BLOCKS, UP_BLOCKS, Decoder, Encoder, parse_block_types
@@ -28,30 +29,9 @@ from .seams import SEAM_OPTIONS, blend_weights, smooth_span
 from .tiling import Tiling, run_tiled
 from .windows import blend_windows, decode_windows, encode_windows, total_out
 
-# AutoencoderKLMagvit's constructor defaults (the reference's class, not a release).
-CONFIG_DEFAULTS = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "ch": 128,
-    "ch_mult": [1, 2, 4, 4],
-    "use_gc_blocks": None,
-    "down_block_types": None,  # default: spatial first level, spatial-temporal after
-    "up_block_types": None,
-    "mid_block_type": "MidBlock3D",
-    "mid_block_use_attention": True,
-    "mid_block_attention_type": "3d",
-    "mid_block_num_attention_heads": 1,
-    "layers_per_block": 2,
-    "act_fn": "silu",
-    "num_attention_heads": 1,
-    "latent_channels": 4,
-    "norm_num_groups": 32,
-    "scaling_factor": 0.1825,
-    "slice_compression_vae": False,
-    "use_tiling": False,
-    "mini_batch_encoder": 9,
-    "mini_batch_decoder": 3,
-}
+# The reference class's constructor defaults (a causal v2-style VAE), except that block types
+# follow the depth of ``ch_mult`` when a config leaves them out.
+CONFIG_DEFAULTS = {**VAE_PRESETS["v2"], "down_block_types": None, "up_block_types": None}
 
 
 def normalize_config(config: dict, source: str = "the VAE config") -> dict:
