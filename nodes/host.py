@@ -125,6 +125,18 @@ def model_path(name: str, key: str = MODEL_FOLDER) -> str:
     raise CheckpointError(f"model '{name}' was not found in {', '.join(roots)}; {fix}.")
 
 
+def comfy_t5_tokenizer() -> str | None:
+    """The T5 tokenizer folder ComfyUI ships (``comfy/text_encoders/t5_tokenizer``, what its own
+    t5xxl loaders use), found through the running ComfyUI's ``comfy`` package; None headless or
+    when that ComfyUI has none."""
+    comfy = _comfy("comfy")
+    for package_dir in getattr(comfy, "__path__", ()):
+        folder = os.path.join(package_dir, "text_encoders", "t5_tokenizer")
+        if os.path.isdir(folder):
+            return folder
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # Devices
 # ---------------------------------------------------------------------------------------------

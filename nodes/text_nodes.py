@@ -9,12 +9,14 @@ native CLIPTextEncode output (unpadded, maskless) and pads it the same way.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
+from pathlib import Path
 
 import torch
 
 from ..easyanimate_core.errors import CheckpointError, InputError
-from ..easyanimate_core.models.text_encoder import MAX_LENGTH, normalize_text_embeddings
+from ..easyanimate_core.models.text_encoder import MAX_LENGTH, _find_tokenizer, normalize_text_embeddings
 from ..easyanimate_core.text_cleaning import clean_caption
 from . import host
 
@@ -85,10 +87,23 @@ def _text_encoder_path(name: str) -> str:
                           f"put a T5 text_encoder folder (with its tokenizer) or a t5xxl file there.")
 
 
+def _bundled_tokenizer(path: str) -> str | None:
+    """ComfyUI's own T5 tokenizer for a lone t5xxl file with no tokenizer beside it (the usual
+    models/text_encoders setup); None leaves the search, and its error, to the loader."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        _find_tokenizer(Path(path), None)
+        return None
+    except CheckpointError:
+        return host.comfy_t5_tokenizer()
+
+
 class VDiT_LoadT5:
     DESCRIPTION = ("Loads a T5 text encoder for EasyAnimate: a release's text_encoder/ folder (the tokenizer/ "
                    "folder next to it is found automatically) from models/easyanimate, or a single t5xxl "
-                   "safetensors file (fp16 / fp8) from models/text_encoders.")
+                   "safetensors file (fp16 / fp8) from models/text_encoders, which uses a tokenizer/ folder "
+                   "beside it or else the T5 tokenizer ComfyUI ships.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -110,7 +125,9 @@ class VDiT_LoadT5:
 
         if dtype not in DTYPES:
             raise InputError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
-        encoder = TextEncoder.load(_text_encoder_path(t5_name), dtype=DTYPES[dtype], device=host.offload_device())
+        path = _text_encoder_path(t5_name)
+        encoder = TextEncoder.load(path, tokenizer_path=_bundled_tokenizer(path), dtype=DTYPES[dtype],
+                                   device=host.offload_device())
         return (encoder,)
 
 

@@ -1,5 +1,6 @@
-"""nodes/host.py inside a real ComfyUI process (COMFYUI_DIR): folder registration, devices,
-memory manager, progress hook, previews and Cancel, against ComfyUI's own modules.
+"""nodes/host.py inside a real ComfyUI process (COMFYUI_DIR): folder registration, the bundled T5
+tokenizer, devices, memory manager, progress hook, previews and Cancel, against ComfyUI's own
+modules.
 
 ComfyUI is loaded in a child process (this file run as a script), the way its test suite does
 in-process checks: ``args.cpu`` set before comfy.model_management is imported, a scratch base
@@ -63,6 +64,7 @@ def _probe(comfy_dir: str, base_dir: str) -> dict:
     except Exception as error:  # noqa: BLE001
         out["missing"] = f"{type(error).__name__}: {error}"
     out["devices"] = [str(host.torch_device()), str(host.offload_device()), str(host.intermediate_device())]
+    out["t5_tokenizer"] = host.comfy_t5_tokenizer()
 
     module = torch.nn.Linear(64, 64)
     host.load_models([module], memory_required=1024)
@@ -132,6 +134,13 @@ def test_model_files_and_paths_use_comfy_folders(probe):
     assert out["resolved"] == [str(base / "models" / "easyanimate" / "mm.safetensors"),
                                str(base / "yaml_easyanimate" / "v3" / "transformer")]
     assert out["missing"].startswith("CheckpointError") and "ComfyUI/models/easyanimate" in out["missing"]
+
+
+def test_the_bundled_t5_tokenizer_is_found(probe):
+    out, _ = probe
+    expected = Path(os.environ["COMFYUI_DIR"]) / "comfy" / "text_encoders" / "t5_tokenizer"
+    assert out["t5_tokenizer"] and Path(out["t5_tokenizer"]).resolve() == expected.resolve()
+    assert (expected / "tokenizer.json").is_file()
 
 
 def test_devices_and_memory_manager(probe):

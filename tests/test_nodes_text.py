@@ -46,6 +46,33 @@ def test_t5_encode_pads_to_120_tokens_with_a_mask(text):
     assert not torch.allclose(verbatim, embeds)
 
 
+def test_a_lone_t5_file_uses_the_tokenizer_comfyui_ships(text, models_root, tmp_path, monkeypatch):
+    """A single t5xxl file with no tokenizer beside it takes comfy/text_encoders/t5_tokenizer of the
+    running ComfyUI (a stand-in `comfy` package here); headless it is one CheckpointError."""
+    import shutil
+    import sys
+    import types
+
+    loose = models_root / "loose"
+    loose.mkdir(exist_ok=True)
+    shutil.copy(models_root / "tiny" / "text_encoder" / "model.safetensors", loose / "t5_tiny.safetensors")
+    assert "loose/t5_tiny.safetensors" in text.VDiT_LoadT5.INPUT_TYPES()["required"]["t5_name"][0]
+    with pytest.raises(CheckpointError, match="no T5 tokenizer"):
+        text.VDiT_LoadT5().load("loose/t5_tiny.safetensors")
+
+    comfy = types.ModuleType("comfy")
+    comfy.__path__ = [str(tmp_path / "comfy")]
+    shutil.copytree(models_root / "tiny" / "tokenizer", tmp_path / "comfy" / "text_encoders" / "t5_tokenizer")
+    monkeypatch.setitem(sys.modules, "comfy", comfy)
+    assert text.host.comfy_t5_tokenizer() == str(tmp_path / "comfy" / "text_encoders" / "t5_tokenizer")
+    single = text.VDiT_LoadT5().load("loose/t5_tiny.safetensors", "fp32")[0]
+    folder = text.VDiT_LoadT5().load("tiny/text_encoder", "fp32")[0]
+    torch.testing.assert_close(text.VDiT_T5Encode().encode(single, "a cat sits on the mat")[0],
+                               text.VDiT_T5Encode().encode(folder, "a cat sits on the mat")[0])
+    comfy.__path__ = [str(tmp_path / "elsewhere")]  # a ComfyUI without the bundled tokenizer
+    assert text.host.comfy_t5_tokenizer() is None
+
+
 def test_t5_loader_errors(text):
     with pytest.raises(CheckpointError, match="was not found"):
         text.VDiT_LoadT5().load("missing/text_encoder")
