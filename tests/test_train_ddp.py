@@ -1,5 +1,9 @@
 """2-process CPU DDP through ``accelerate launch`` (gloo): the VAE and DiT trainers end with
-identical weights on both ranks (the loop compares a SHA-256 of every rank's parameters)."""
+identical weights on both ranks (the loop compares a SHA-256 of every rank's parameters), and the
+learning-rate schedule advances once per step whatever the number of processes.
+
+Both trainers run back to back in one launch (as chained stages would), which halves the cost
+of starting the launcher and its two worker processes."""
 
 import os
 import subprocess
@@ -8,41 +12,45 @@ from pathlib import Path
 
 import pytest
 import yaml
-from train_helpers import dit_yaml, image_dit_config, make_dataset, motion_config, vae_config, write_models
+from train_helpers import dit_yaml, image_dit_config, losses, make_dataset, motion_config, vae_config, write_models
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "tests")}
 
+# the launched script: each argument is one run.py command line, run in order in the same processes
+CHAIN = f"""import shlex, sys
+sys.path.insert(0, {str(ROOT)!r})
+from training.run import main
+for line in sys.argv[1:]:
+    assert main(shlex.split(line)) == 0, line
+"""
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("ddpdata"), videos=2, images=2)
 
-
-def _launch_two(args, tmp_path):
+def _launch_two(script, lines, tmp_path):
     port = str(29500 + os.getpid() % 1000)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port,
-           str(ROOT / "training" / "run.py"), *args]
+           str(script), *lines]
     return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
 
 
-def test_two_process_cpu_ddp_vae(tmp_path, data):
-    cfg = {"model": {"config": vae_config()},
+def test_two_process_cpu_ddp_vae_then_dit(tmp_path):
+    data = make_dataset(tmp_path / "data", videos=2, images=2)
+    vae = {"model": {"config": vae_config()},
            "loss": {"disc_start": 1, "disc_2d_channels": 8, "disc_2d_layers": 2, "disc_3d_channels": [8, 8]},
            "data": {"metadata": str(data), "batch_size": 1, "sample_size": 32, "frames": 9},
            "train": {"output_dir": str(tmp_path / "vae"), "steps": 3, "checkpoint_every": 0}}
-    (tmp_path / "vae.yaml").write_text(yaml.safe_dump(cfg))
-    vae = _launch_two(["vae", "--config", str(tmp_path / "vae.yaml")], tmp_path)
-    assert vae.returncode == 0, vae.stderr[-3000:]
-    assert "weights identical on all 2 processes" in vae.stdout
-    assert (tmp_path / "vae" / "vae" / "diffusion_pytorch_model.safetensors").is_file()
-
-
-def test_two_process_cpu_ddp_dit(tmp_path, data):
+    (tmp_path / "vae.yaml").write_text(yaml.safe_dump(vae))
     models = write_models(tmp_path / "models")
-    cfg = dit_yaml(tmp_path / "d.yaml", models, data, tmp_path / "dit", data={"batch_size": 1},
-                   model={"config": {**image_dit_config(), **motion_config()}}, train={"steps": 3})
-    dit = _launch_two(["dit-full", "--config", cfg], tmp_path)
-    assert dit.returncode == 0, dit.stderr[-3000:]
-    assert "weights identical on all 2 processes" in dit.stdout
+    dit = dit_yaml(tmp_path / "d.yaml", models, data, tmp_path / "dit", data={"batch_size": 1},
+                   model={"config": {**image_dit_config(), **motion_config()}},
+                   train={"steps": 3, "lr": 1e-3, "warmup_steps": 4})
+    script = tmp_path / "chain.py"
+    script.write_text(CHAIN)
+    run = _launch_two(script, [f"vae --config {tmp_path / 'vae.yaml'}", f"dit-full --config {dit}"], tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("weights identical on all 2 processes") == 2, run.stdout[-3000:]
+    assert (tmp_path / "vae" / "vae" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (tmp_path / "dit" / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
+    # linear warm-up over 4 steps: after step k the factor is (k + 1) / 4, as on one process
+    assert losses(tmp_path / "dit", "lr") == pytest.approx([1e-3 * (k + 1) / 4 for k in (1, 2, 3)])

@@ -314,7 +314,9 @@ def run(command: str, cfg: dict, resume, adapt=None, export=None, transform=None
                                   weight_decay=tcfg["weight_decay"], eps=tcfg["adam_eps"])
     scheduler = lr_schedule(optimizer, tcfg["lr_schedule"], tcfg["warmup_steps"], tcfg["steps"])
     ema = EMA(model, tcfg["ema_decay"]) if tcfg["ema"] else None
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # the scheduler stays outside accelerate, which would step it once per process per step (N-times
+    # faster warm-up/decay under N-process DDP); it counts loop steps like train.steps and warmup_steps
+    model, optimizer = accelerator.prepare(model, optimizer)
     schedule = NoiseSchedule.from_config(cfg["diffusion"]["scheduler"])
     terms = DiffusionTerms.from_alphas_cumprod(schedule.alphas_cumprod)
     learned_variance = cfg["diffusion"]["learned_variance"]
@@ -362,7 +364,7 @@ def run(command: str, cfg: dict, resume, adapt=None, export=None, transform=None
     def validate(step):
         validate_generation(cfg, accelerator.unwrap_model(model), vae, text_encoder, device, step)
 
-    train(accelerator, tcfg, stream, step_fn, checkpoint_objects=[ema] if ema is not None else [],
+    train(accelerator, tcfg, stream, step_fn, checkpoint_objects=[scheduler] + ([ema] if ema is not None else []),
           export=do_export, validate=validate if cfg["validation"]["prompts"] else None, resume=resume,
           models=[model])
     return 0
