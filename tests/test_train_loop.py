@@ -162,6 +162,8 @@ def test_adaptive_gradient_clipping_follows_the_reference_rule():
     assert _grad_norm_after(500, 10.0) == pytest.approx(3.0, rel=1e-4)   # linear decay
     assert _grad_norm_after(2000, 0.5) == pytest.approx(0.5, rel=1e-4)   # under the limit: untouched
     assert _grad_norm_after(2000, 3.0) == pytest.approx(1.0, rel=1e-4)   # ordinary clip
+    assert _grad_norm_after(1000, 8.0) == pytest.approx(1.0, rel=1e-4)   # the rule starts after step 1000
+    assert _grad_norm_after(1001, 8.0) == pytest.approx(1.0 / 8.0, rel=1e-4)
     assert _grad_norm_after(2000, 8.0) == pytest.approx(1.0 / 8.0, rel=1e-4)   # abnormal: clip harder
     assert _grad_norm_after(2000, 50.0) == pytest.approx(0.1, rel=1e-4)  # at most 10x harder
 

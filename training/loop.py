@@ -149,7 +149,8 @@ def clip_gradients(accelerator, parameters, step: int, max_grad_norm: float, war
     """The v3 reference's adaptive clipping. The threshold starts at ``initial_ratio x
     max_grad_norm`` and decays linearly to ``max_grad_norm`` over ``warmup_steps``; afterwards a
     gradient more than 5x over the threshold is clipped harder, to ``threshold / min(ratio, 10)``,
-    so one abnormal batch cannot throw the weights far. Returns the total norm before clipping."""
+    so one abnormal batch cannot throw the weights far (from the step after the warm-up, as the
+    reference). Returns the total norm before clipping."""
     parameters = [p for p in parameters if p.grad is not None]
     if max_grad_norm <= 0 or not parameters:
         return None
@@ -162,7 +163,7 @@ def clip_gradients(accelerator, parameters, step: int, max_grad_norm: float, war
     else:
         threshold = max_grad_norm
         ratio = total / threshold
-        if ratio > 5.0:
+        if ratio > 5.0 and step > warmup_steps:
             threshold = threshold / min(ratio, 10.0)
     if math.isfinite(total) and total > threshold:
         scale = threshold / (total + 1e-6)
