@@ -179,6 +179,8 @@ def test_configuration_errors_are_one_sentence(setup, tmp_path):
                     mode={"train_mode": "inpaint"})
     with pytest.raises(InputError, match="needs a 12-channel"):
         main("dit-full", ["--config", four])
+    with pytest.raises(InputError, match="diffusion.timesteps 'lognormal' is not one of uniform, logit_normal"):
+        main("dit-full", ["--config", four, "diffusion.timesteps=lognormal"])
     with pytest.raises(InputError, match="data.metadata is not set"):
         main("dit-full", ["--config", four, "mode.train_mode=normal", "data.metadata="])
     with pytest.raises(InputError, match="cache.dir cannot be used"):

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from easyanimate_core.errors import InputError
+
 # ---------------------------------------------------------------- VAE
 
 class VAELoss(nn.Module):
@@ -61,15 +63,23 @@ def adaptive_weight(nll, g_loss, last_layer: torch.Tensor, disc_weight: float):
 
 # ---------------------------------------------------------------- DiT
 
+TIMESTEP_SAMPLING = ("uniform", "logit_normal")
+
+
+def check_timestep_sampling(kind: str) -> str:
+    if kind not in TIMESTEP_SAMPLING:
+        raise InputError(f"diffusion.timesteps {kind!r} is not one of {', '.join(TIMESTEP_SAMPLING)}; "
+                         f"pick one of those.")
+    return kind
+
+
 def sample_timesteps(batch: int, num_timesteps: int, kind: str, generator) -> torch.Tensor:
     """``uniform``: randint(0, T). ``logit_normal`` (v3 full training): t = int(sigmoid(u) T),
     u ~ N(0, 1), clipped to [0, T - 1]."""
-    if kind == "uniform":
+    if check_timestep_sampling(kind) == "uniform":
         return torch.randint(0, num_timesteps, (batch,), generator=generator)
-    if kind == "logit_normal":
-        u = torch.randn(batch, generator=generator)
-        return (torch.sigmoid(u) * num_timesteps).long().clamp(0, num_timesteps - 1)
-    raise ValueError(f"timestep sampling {kind!r} is not one of 'uniform', 'logit_normal'")
+    u = torch.randn(batch, generator=generator)
+    return (torch.sigmoid(u) * num_timesteps).long().clamp(0, num_timesteps - 1)
 
 
 class DiffusionTerms:

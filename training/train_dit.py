@@ -245,9 +245,10 @@ def run(command: str, cfg: dict, resume, adapt=None, export=None, transform=None
     name-pattern selection (the LoRA trainer injects its adapters there); ``export(model, cfg)``
     replaces the transformer export; ``transform(video, generator)`` augments training clips."""
     from easyanimate_core.sampling.schedule import NoiseSchedule
-    from training.losses import DiffusionTerms, diffusion_loss, sample_timesteps
+    from training.losses import DiffusionTerms, check_timestep_sampling, diffusion_loss, sample_timesteps
 
     tcfg, mcfg, dcfg = cfg["train"], cfg["model"], cfg["data"]
+    check_timestep_sampling(cfg["diffusion"]["timesteps"])  # before any model is loaded
     accelerator = make_accelerator(tcfg)
     torch.manual_seed(tcfg["seed"])
     device = accelerator.device
