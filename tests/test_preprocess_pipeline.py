@@ -190,6 +190,9 @@ def test_metadata_loader_reads_json_jsonl_and_csv(tmp_path):
         load_metadata(tmp_path / "bad.json")
     with pytest.raises(InputError, match="does not exist"):
         load_metadata(tmp_path / "none.json")
+    (tmp_path / "typo.json").write_text('[{"file_path": "a.mp4", "type": "Video"}]')
+    with pytest.raises(InputError, match="gives .*a.mp4 the type 'Video', expected 'video' or 'image'"):
+        load_metadata(tmp_path / "typo.json")
 
 
 def test_bad_model_options_fail_before_any_work(sources, tmp_path):

@@ -32,13 +32,14 @@ def seeded_generator(*parts) -> torch.Generator:
 
 
 def load_entries(metadata: str, data_root: str | None) -> list[dict]:
-    """Metadata entries with absolute ``file_path``, ``text`` and ``type`` ("image"/"video")."""
+    """Metadata entries with absolute ``file_path``, ``text`` and ``type`` ("image"/"video"), read by
+    the one metadata reader (the preprocessing pipeline's, which writes the format)."""
     from training.preprocess.metadata import load_metadata
 
     if not metadata:
         raise InputError("data.metadata is not set; give the JSON/JSONL/CSV metadata file (make one with "
                          "'python training/run.py preprocess').")
-    return [dict(entry) for entry in load_metadata(metadata, data_root or None)]
+    return load_metadata(metadata, data_root or None)
 
 
 @dataclass

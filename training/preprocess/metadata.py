@@ -19,6 +19,7 @@ from easyanimate_core.errors import InputError
 
 from .jobs import read_jsonl
 
+MEDIA_TYPES = ("video", "image")
 TRAINING_FIELDS = ("file_path", "text", "type", "width", "height", "num_frames", "fps",
                    "motion_score", "text_score", "aesthetic_score")
 
@@ -84,6 +85,9 @@ def load_metadata(path, root=None) -> list[dict]:
         record = dict(row)
         record["file_path"] = str((root / record["file_path"]).absolute())
         record["type"] = record.get("type") or "image"
+        if record["type"] not in MEDIA_TYPES:
+            raise InputError(f"metadata file {path} gives {record['file_path']} the type {record['type']!r}, "
+                             f"expected 'video' or 'image' (or no type, meaning image); fix that record")
         record.setdefault("text", "")
         for key in ("width", "height", "num_frames"):  # CSV cells arrive as text
             if record.get(key) not in (None, ""):
