@@ -72,8 +72,9 @@ class AllGenerated:
         if (length, h, w) not in self._encoded:
             scale = self.vae.spatial_factor
             host.load_models([self.vae])
-            condition = all_generated_condition(self.vae, self.vae.decoded_frames(length), w * scale, h * scale,
-                                                progress=host.progress(1))
+            # no progress of its own: two distinct units at most (the rest reuse them), and the
+            # sampler's bar is for its steps
+            condition = all_generated_condition(self.vae, self.vae.decoded_frames(length), w * scale, h * scale)
             self._encoded[length, h, w] = _moved(condition, host.intermediate_device())
         return self._encoded[length, h, w]
 
