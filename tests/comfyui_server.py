@@ -41,18 +41,33 @@ class PromptRejected(Exception):
         self.body = body
 
 
+# The stand-in's files. ComfyUI imports torchvision at startup but uses it only inside model
+# families the tests never run; transformers, once it finds a torchvision, imports these names at
+# import time (the CLIP image encoder loads through it).
+_TORCHVISION_STUB = {
+    "__init__.py": "__version__ = '0.28.0'\nfrom . import io, models, transforms\n",
+    "io.py": "",
+    "models.py": "",
+    "transforms/__init__.py": (
+        "import enum\nfrom . import functional, v2\n\n\nclass InterpolationMode(enum.Enum):\n"
+        "    NEAREST = 'nearest'\n    BILINEAR = 'bilinear'\n    BICUBIC = 'bicubic'\n    BOX = 'box'\n"
+        "    HAMMING = 'hamming'\n    LANCZOS = 'lanczos'\n    NEAREST_EXACT = 'nearest-exact'\n"),
+    "transforms/functional.py": "def pil_to_tensor(picture):\n    raise NotImplementedError\n",
+    "transforms/v2/__init__.py": "from . import functional\n",
+    "transforms/v2/functional.py": "",
+}
+
+
 def torchvision_stub(directory: Path) -> Path | None:
     """A do-nothing ``torchvision`` package for interpreters without one (the CPU torch build has
-    no matching torchvision). ComfyUI imports it at startup but uses it only inside model families
-    the tests never run. Returns the folder to put on PYTHONPATH, or None if torchvision exists."""
+    no matching torchvision). Returns the folder to put on PYTHONPATH, or None if torchvision
+    exists."""
     if importlib.util.find_spec("torchvision") is not None:
         return None
-    package = directory / "torchvision"
-    (package / "transforms").mkdir(parents=True, exist_ok=True)
-    (package / "__init__.py").write_text("from . import models, transforms\n")
-    (package / "models.py").write_text("")
-    (package / "transforms" / "__init__.py").write_text("from . import functional\n")
-    (package / "transforms" / "functional.py").write_text("")
+    for name, text in _TORCHVISION_STUB.items():
+        path = directory / "torchvision" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
     return directory
 
 

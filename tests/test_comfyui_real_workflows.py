@@ -19,38 +19,12 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-import comfyui_server
 import workflow_builder
 import workflow_format as wf
 from comfyui_server import PACK_FOLDER, comfyui_fixture
 
 pytestmark = pytest.mark.comfyui
 comfyui = comfyui_fixture(extra_args=["--preview-method", "latent2rgb"])
-
-
-def _fuller_torchvision_stub(directory):
-    """The harness's torchvision stand-in plus the modules and names transformers imports at
-    import time when it finds a torchvision (the CLIP image encoder loads through them)."""
-    found = _harness_stub(directory)
-    if found is not None:
-        package = Path(found) / "torchvision"
-        (package / "__init__.py").write_text("__version__ = '0.28.0'\nfrom . import io, models, transforms\n")
-        (package / "io.py").write_text("")
-        (package / "transforms" / "__init__.py").write_text(
-            "import enum\nfrom . import functional, v2\n\n\nclass InterpolationMode(enum.Enum):\n"
-            "    NEAREST = 'nearest'\n    BILINEAR = 'bilinear'\n    BICUBIC = 'bicubic'\n    BOX = 'box'\n"
-            "    HAMMING = 'hamming'\n    LANCZOS = 'lanczos'\n    NEAREST_EXACT = 'nearest-exact'\n")
-        (package / "transforms" / "functional.py").write_text("def pil_to_tensor(picture):\n"
-                                                             "    raise NotImplementedError\n")
-        (package / "transforms" / "v2").mkdir(exist_ok=True)
-        (package / "transforms" / "v2" / "__init__.py").write_text("from . import functional\n")
-        (package / "transforms" / "v2" / "functional.py").write_text("")
-    return found
-
-
-_harness_stub = comfyui_server.torchvision_stub
-comfyui_server.torchvision_stub = _fuller_torchvision_stub
-
 ROOT = Path(__file__).resolve().parents[1]
 SIZE, FRAMES, LONG_FRAMES, STEPS = 32, 9, 33, 2
 INPUT_FPS = 10
