@@ -17,6 +17,8 @@ from . import host
 
 WEIGHT_DTYPES = ("default", "fp32", "bf16", "fp16", "fp8_e4m3fn")
 PRESETS = ("auto", "v1", "v2", "v3")
+# The motion-module combo keeps its saved first option (v1, the standalone release) and ends in auto.
+MOTION_PRESETS = (*PRESETS[1:], PRESETS[0])
 LORA_FOLDERS = ("easyanimate", "loras")
 
 
@@ -93,9 +95,11 @@ class VDiT_LoadMotionModule:
     def INPUT_TYPES(cls):
         return {"required": {
             "motion_name": (host.model_files(), {"tooltip": "Motion-module weights in models/easyanimate."}),
-            "config_preset": (PRESETS[1:], {"default": "v1", "tooltip": (
+            "config_preset": (MOTION_PRESETS, {"default": "v1", "tooltip": (
                 "The version the motion module was trained as: v1 = 2x2-cell grid attention, 8 heads (the "
-                "standalone release); v2 = temporal, 8 heads; v3 = temporal + global, 16 heads.")}),
+                "standalone release); v2 = temporal, 8 heads; v3 = temporal + global, 16 heads. auto: the config "
+                "stored with the weights (safetensors metadata, or config.json beside the file / in the folder), "
+                "for modules of other widths or heads; without one a guess (logged).")}),
         }}
 
     RETURN_TYPES = ("VDIT_MOTION",)
@@ -105,6 +109,8 @@ class VDiT_LoadMotionModule:
     CATEGORY = "VideoDiT/loaders"
 
     def load(self, motion_name, config_preset="v1"):
+        if config_preset not in MOTION_PRESETS:
+            raise InputError(f"unknown config_preset {config_preset!r}; choose one of {', '.join(MOTION_PRESETS)}.")
         return (load_motion_module(host.model_path(motion_name), config=config_preset),)
 
 

@@ -192,3 +192,65 @@ def test_incompatible_pairs_are_clear_errors(nodes, models_dir):
         nodes.VDiT_ApplyMotionModule().apply(base, {}, 1.0)
     with pytest.raises(CheckpointError, match="not found"):
         nodes.VDiT_LoadLoRA().apply(base, "missing.safetensors", 1.0)
+
+
+# The default model's layout: width 96 = 3 heads x 32, one attention in even motion modules and
+# temporal + global in odd ones. No preset describes it.
+THREE_HEADS = {**tiny_pixart(num_attention_heads=3, cross_attention_dim=96),
+               "basic_block_type": "global_motionmodule", "motion_module_type": "Vanilla",
+               "motion_module_kwargs_even": {"num_attention_heads": 3, "num_transformer_block": 1,
+                                             "attention_block_types": ["Temporal_Self"],
+                                             "temporal_position_encoding": True},
+               "motion_module_kwargs_odd": {"num_attention_heads": 3, "num_transformer_block": 1,
+                                            "attention_block_types": ["Temporal_Self", "Global_Self"],
+                                            "temporal_position_encoding": True}}
+
+
+def test_motion_module_auto_reads_the_config_stored_with_the_weights(nodes, models_dir, caplog):
+    root = models_dir["root"]
+    model = _random(THREE_HEADS)
+    folder = root / "three" / "transformer"
+    folder.mkdir(parents=True)
+    save_state_dict(folder / "diffusion_pytorch_model.safetensors", model.state_dict())
+    (folder / "config.json").write_text(json.dumps(model.config))
+    motion_state = {k: v for k, v in model.state_dict().items() if ".attn_temporal." in k}
+    save_state_dict(root / "three_mm.safetensors", motion_state, metadata={"config": json.dumps(model.config)})
+    save_state_dict(root / "three_bare.safetensors", motion_state)
+    (handle,) = nodes.VDiT_LoadDiT().load("three/transformer", "fp32", "auto")
+    own = _sample(handle)
+    assert nodes.VDiT_LoadMotionModule.INPUT_TYPES()["required"]["config_preset"][0][-1] == "auto"
+
+    for name in ("three/transformer", "three_mm.safetensors"):  # config.json in the folder / metadata
+        (motion,) = nodes.VDiT_LoadMotionModule().load(name, "auto")
+        assert motion.config["motion_module_kwargs_odd"]["num_attention_heads"] == 3 and motion.preset == "v3"
+        (applied,) = nodes.VDiT_ApplyMotionModule().apply(handle, motion)
+        torch.testing.assert_close(_sample(applied), own)
+    (v3,) = nodes.VDiT_LoadMotionModule().load("three_mm.safetensors", "v3")
+    with pytest.raises(InputError, match="does not fit its config"):
+        nodes.VDiT_ApplyMotionModule().apply(handle, v3)
+
+    # nothing stored: a logged guess from the weights (96 is no multiple of 64: one head)
+    with caplog.at_level("WARNING"):
+        (guess,) = nodes.VDiT_LoadMotionModule().load("three_bare.safetensors", "auto")
+    assert "guessed temporal attention, heads: 1" in caplog.text
+    assert [len(guess.options(i)["modes"]) for i in (0, 1)] == [1, 2]
+    (guessed,) = nodes.VDiT_ApplyMotionModule().apply(handle, guess)
+    assert torch.isfinite(_sample(guessed)).all()
+    (wide,) = nodes.VDiT_LoadMotionModule().load("wide_mm.safetensors", "auto")  # width 128: 64-wide heads
+    assert wide.options(0)["num_attention_heads"] == 2 and wide.preset == "v2"
+    with pytest.raises(InputError, match="config_preset 'v4'"):
+        nodes.VDiT_LoadMotionModule().load("three_mm.safetensors", "v4")
+
+
+def test_motion_module_auto_guesses_v2_at_the_released_width():
+    from easyanimate_core.checkpoints import TRANSFORMER_PRESETS
+    from easyanimate_core.models.motion_module import load_motion_module
+
+    config = {**tiny_pixart(num_attention_heads=16, attention_head_dim=72, cross_attention_dim=1152, num_layers=1),
+              **TRANSFORMER_PRESETS["v1"]}
+    config["num_layers"] = 1
+    with torch.device("meta"):
+        state = {k: v for k, v in VideoTransformer.from_config(config).state_dict().items() if ".attn_temporal." in k}
+    motion = load_motion_module(state, preset="auto")
+    assert motion.preset == "v2" and motion.hidden_size == 1152
+    assert motion.config["motion_module_kwargs"] == TRANSFORMER_PRESETS["v2"]["motion_module_kwargs"]

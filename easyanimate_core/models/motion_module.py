@@ -231,10 +231,16 @@ class MotionModuleSet:
         return self._modules
 
 
+AUTO = "auto"  # the preset name that reads the motion config instead of assuming one
+RELEASED_WIDTH = 1152  # PixArt-XL-2: the width of every released DiT and motion module
+CONFIG_METADATA_KEY = "config"  # safetensors metadata entry that may hold the model config (JSON)
+
+
 def load_motion_module(source, config=None, preset: str | None = None) -> MotionModuleSet:
-    """A standalone motion-module file (or a full transformer file, whose motion modules are
-    taken), or a state dict. ``config``: a preset name, or a dict whose motion keys override
-    ``preset`` ("v1" by default: the only standalone release)."""
+    """A standalone motion-module file (or a full transformer file / folder, whose motion modules
+    are taken), or a state dict. ``config``: a preset name, or a dict whose motion keys override
+    ``preset`` ("v1" by default: the only standalone release; "auto": see
+    :func:`auto_motion_config`)."""
     from ..checkpoints import TRANSFORMER_PRESETS, drop_training_keys, extract_motion_module, load_state_dict
 
     name = "the motion module" if isinstance(source, dict) else str(source)
@@ -243,8 +249,107 @@ def load_motion_module(source, config=None, preset: str | None = None) -> Motion
     if isinstance(config, str):
         preset, config = config, None
     preset, overrides = preset or "v1", config or {}
-    if preset not in TRANSFORMER_PRESETS:
-        raise InputError(f"unknown motion-module preset {preset!r}; expected one of {', '.join(TRANSFORMER_PRESETS)}.")
-    motion_config = {k: v for k, v in TRANSFORMER_PRESETS[preset].items() if k in MOTION_CONFIG_KEYS}
+    if preset == AUTO:
+        preset, motion_config = auto_motion_config(source, state, name)
+    elif preset in TRANSFORMER_PRESETS:
+        motion_config = {k: v for k, v in TRANSFORMER_PRESETS[preset].items() if k in MOTION_CONFIG_KEYS}
+    else:
+        raise InputError(f"unknown motion-module preset {preset!r}; expected one of "
+                         f"{', '.join((*TRANSFORMER_PRESETS, AUTO))}.")
     motion_config.update({k: v for k, v in overrides.items() if k in MOTION_CONFIG_KEYS})
     return MotionModuleSet(state, motion_config, preset, name)
+
+
+def auto_motion_config(source, state: dict, name: str) -> tuple:
+    """(version, motion config) of motion modules whose preset is not known. Heads and attention
+    types are invisible in weights, so in this order:
+
+    1. a config that travels with the weights: the ``config`` JSON in the safetensors metadata,
+       else the ``config.json`` of the folder given or of the folder holding the file (a release's
+       ``transformer/`` folder, a trained model's export), when it has motion keys;
+    2. otherwise a guess from the weights: at the released width (1152) the v2 preset (temporal
+       attention, 8 heads; v1 grid and v3 global attention look the same in weights); at other
+       widths temporal attention with 64-wide heads (one head when the width is not a multiple
+       of 64), the block and attention counts read off the weights. The guess is logged.
+
+    The version is what the config describes: v1 for grid attention (VanillaGrid), v3 for
+    global attention (Global_Self), else v2."""
+    import logging
+
+    from ..checkpoints import TRANSFORMER_PRESETS
+
+    declared = _declared_motion_config(source)
+    if declared is None:
+        declared = _guessed_motion_config(state, name)
+        kwargs = declared.get("motion_module_kwargs") or declared["motion_module_kwargs_even"]
+        logging.getLogger(__name__).warning(
+            "%s carries no motion config (safetensors metadata '%s' or a config.json beside it); guessed temporal "
+            "attention, heads: %d. Choose the preset it was trained with if it moves badly.",
+            name, CONFIG_METADATA_KEY, kwargs["num_attention_heads"])
+    attention_types = [name for key, kwargs in declared.items() if key.startswith("motion_module_kwargs")
+                       for name in (kwargs or {}).get("attention_block_types", ())]
+    if declared.get("motion_module_type") == "VanillaGrid":
+        version = "v1"
+    elif "Global_Self" in attention_types:
+        version = "v3"
+    else:
+        version = "v2"
+    base = {k: v for k, v in TRANSFORMER_PRESETS[version].items() if k in MOTION_CONFIG_KEYS}
+    return version, {**base, **declared}
+
+
+def _declared_motion_config(source) -> dict | None:
+    """The motion keys of the config stored with ``source`` (see :func:`auto_motion_config`)."""
+    import json
+    from pathlib import Path
+
+    from ..checkpoints import load_config
+    from ..checkpoints.io import read_safetensors_header, weights_file
+    from ..errors import CheckpointError
+
+    if isinstance(source, dict):
+        return None
+    path = Path(source)
+    file = weights_file(path)
+    configs = []
+    if file.suffix == ".safetensors":
+        text = (read_safetensors_header(file).get("__metadata__") or {}).get(CONFIG_METADATA_KEY)
+        if text is not None:
+            try:
+                configs.append(json.loads(text))
+            except ValueError as error:
+                raise CheckpointError(f"{file} has a '{CONFIG_METADATA_KEY}' metadata entry that is not JSON "
+                                      f"({error}); re-export the file or choose a motion preset.") from None
+    configs.append(load_config(path if path.is_dir() else path.parent))
+    for config in configs:
+        motion = {k: v for k, v in config.items() if k in MOTION_CONFIG_KEYS} if isinstance(config, dict) else None
+        if motion:
+            return motion
+    return None
+
+
+def _guessed_motion_config(state: dict, name: str) -> dict:
+    from ..checkpoints import TRANSFORMER_PRESETS
+    from ..checkpoints.detect import MOTION_PREFIX, motion_module_facts
+
+    facts = motion_module_facts(state, name)
+    if facts["hidden_size"] == RELEASED_WIDTH:
+        return {k: v for k, v in TRANSFORMER_PRESETS["v2"].items() if k in MOTION_CONFIG_KEYS}
+    inner = facts["inner_dim"]
+
+    def kwargs(index: int) -> dict:
+        prefix = MOTION_PREFIX.format(index) + "transformer_blocks.0.attention_blocks."
+        count = len({k[len(prefix):].split(".", 1)[0] for k in state if k.startswith(prefix)})
+        return {"num_attention_heads": inner // 64 if inner % 64 == 0 else 1,
+                "num_transformer_block": facts["num_transformer_block"],
+                "attention_block_types": ["Temporal_Self"] * count,
+                "temporal_position_encoding": True,
+                "temporal_position_encoding_max_len": facts.get("temporal_position_encoding_max_len", 4096),
+                "temporal_attention_dim_div": facts["hidden_size"] // inner}
+
+    even, odd = kwargs(0), kwargs(min(1, facts["depth"] - 1))
+    if even == odd:
+        return {"basic_block_type": "motionmodule", "motion_module_type": "Vanilla", "motion_module_kwargs": even}
+    # hybrid modules differ in attention count between even and odd blocks
+    return {"basic_block_type": "global_motionmodule", "motion_module_type": "Vanilla",
+            "motion_module_kwargs_even": even, "motion_module_kwargs_odd": odd}
