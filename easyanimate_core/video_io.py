@@ -71,6 +71,20 @@ def probe_video(path) -> VideoInfo:
         container.close()
 
 
+def _decode(container, path, start: int = 0, end: int | None = None, step: int = 1):
+    """``(index, frame)`` of an open container's first video stream (see :func:`iter_frames`)."""
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    try:
+        for index, frame in enumerate(container.decode(stream)):
+            if end is not None and index >= end:
+                break
+            if index >= start and (index - start) % step == 0:
+                yield index, frame.to_ndarray(format="rgb24")
+    except Exception as error:
+        raise InputError(f"video file {path} is corrupt or truncated ({error}); re-encode or remove it") from error
+
+
 def iter_frames(path, start: int = 0, end: int | None = None, step: int = 1) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(index, frame)`` for frames ``start, start+step, ...`` below ``end``, decoding
     sequentially (exact for any codec; frames before ``start`` are decoded and dropped)."""
@@ -78,40 +92,40 @@ def iter_frames(path, start: int = 0, end: int | None = None, step: int = 1) -> 
         raise InputError(f"frame step must be at least 1, got {step}")
     container = _open(path)
     try:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for index, frame in enumerate(container.decode(stream)):
-            if end is not None and index >= end:
-                break
-            if index >= start and (index - start) % step == 0:
-                yield index, frame.to_ndarray(format="rgb24")
-    except InputError:
-        raise
-    except Exception as error:
-        raise InputError(f"video file {path} is corrupt or truncated ({error}); re-encode or remove it") from error
+        yield from _decode(container, path, start, end, step)
     finally:
         container.close()
 
 
 def read_video(path, indices: Sequence[int] | None = None) -> tuple[np.ndarray, float]:
     """All frames, or the frames at ``indices`` (in the given order, repeats allowed), as
-    ``(F, H, W, 3)`` uint8, plus the frame rate."""
-    fps = probe_video(path).fps
-    if indices is None:
-        frames = [frame for _, frame in iter_frames(path)]
-    else:
-        wanted = sorted({int(i) for i in indices})
-        if wanted and wanted[0] < 0:
-            raise InputError(f"frame indices must be >= 0, got {wanted[0]} for {path}")
-        found = dict(iter_frames(path, end=wanted[-1] + 1 if wanted else 0))
-        missing = [i for i in wanted if i not in found]
-        if missing:
-            raise InputError(f"video file {path} has only {len(found)} frames but frame {missing[0]} "
-                             f"was asked for; ask for indices below the frame count")
-        frames = [found[int(i)] for i in indices]
+    ``(F, H, W, 3)`` uint8, plus the frame rate; the file is opened once."""
+    wanted = sorted({int(i) for i in indices}) if indices is not None else None
+    if wanted and wanted[0] < 0:
+        raise InputError(f"frame indices must be >= 0, got {wanted[0]} for {path}")
+    container = _open(path)
+    try:
+        fps = _stream_fps(container.streams.video[0])
+        if wanted is None:
+            frames = [frame for _, frame in _decode(container, path)]
+        else:
+            found = dict(_decode(container, path, end=wanted[-1] + 1 if wanted else 0))
+            missing = [i for i in wanted if i not in found]
+            if missing:
+                raise InputError(f"video file {path} has only {len(found)} frames but frame {missing[0]} "
+                                 f"was asked for; ask for indices below the frame count")
+            frames = [found[int(i)] for i in indices]
+    finally:
+        container.close()
     if not frames:
         raise InputError(f"video file {path} has no decodable frames; re-encode or remove it")
     return np.stack(frames), fps
+
+
+def read_sampled_frames(path, count: int) -> np.ndarray:
+    """``count`` frames spread over the whole video (:func:`sample_indices`), ``(count, H, W, 3)``:
+    what the preprocessing scorers and captioners look at."""
+    return read_video(path, sample_indices(probe_video(path).num_frames, count))[0]
 
 
 def sample_indices(num_frames: int, count: int) -> list[int]:

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from train_helpers import dit_yaml, image_dit_config, losses, make_dataset, motion_config, vae_config, write_models
+from train_helpers import (
+    dit_yaml,
+    image_dit_config,
+    losses,
+    make_dataset,
+    motion_config,
+    vae_config,
+    write_models,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "tests")}

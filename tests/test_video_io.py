@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 
 from easyanimate_core.errors import InputError
-from easyanimate_core.video_io import iter_frames, probe_video, read_video, sample_indices, write_video
+from easyanimate_core.video_io import (
+    iter_frames,
+    probe_video,
+    read_sampled_frames,
+    read_video,
+    sample_indices,
+    write_video,
+)
 
 
 def ramp(num_frames=12, height=48, width=64):
@@ -24,6 +31,8 @@ def test_read_selected_indices_in_given_order(tmp_path):
     frames, _ = read_video(path, [7, 2, 7])
     assert np.abs(frames.mean(axis=(1, 2, 3)) - [150, 50, 150]).max() < 3
     assert [i for i, _ in iter_frames(path, start=3, end=10, step=3)] == [3, 6, 9]
+    spread = read_sampled_frames(path, 4)   # frames 0, 3, 6, 9 of 12
+    assert np.abs(spread.mean(axis=(1, 2, 3)) - [10, 70, 130, 190]).max() < 3
 
 
 def test_odd_sizes_are_cropped_even_and_one_frame_is_a_png(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from easyanimate_core.errors import CheckpointError
-from easyanimate_core.video_io import probe_video, read_video, sample_indices
+from easyanimate_core.video_io import read_sampled_frames
 
 
 def aesthetic_head(embed_dim: int = 768):
@@ -82,9 +82,7 @@ def _read_head(path: Path, embed_dim: int) -> dict:
 
 
 def score_clip(record: dict, root: Path, scorer: AestheticScorer, minimum: float, num_frames: int = 4) -> dict:
-    path = root / record["file_path"]
-    frames, _ = read_video(path, sample_indices(probe_video(path).num_frames, num_frames))
-    score = round(float(np.mean(scorer(frames))), 5)
+    score = round(float(np.mean(scorer(read_sampled_frames(root / record["file_path"], num_frames)))), 5)
     out = {**record, "aesthetic_score": score}
     if score < minimum:
         out["drop"] = "aesthetic_low"

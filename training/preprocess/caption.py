@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from easyanimate_core.errors import CheckpointError
-from easyanimate_core.video_io import probe_video, read_video, sample_indices
+from easyanimate_core.video_io import read_sampled_frames
 
 FRAME_PROMPT = "Please describe this image in detail."
 SUMMARY_PROMPT = ("These are descriptions of frames taken in order from one video:\n{captions}\n"
@@ -144,8 +144,7 @@ class ClipCaptioner:
             return [_with_text(r, self.sidecar.caption(r), self.sidecar.name) for r in records]
         frames, owners = [], []
         for k, record in enumerate(records):
-            path = self.root / record["file_path"]
-            clip, _ = read_video(path, sample_indices(probe_video(path).num_frames, self.num_frames))
+            clip = read_sampled_frames(self.root / record["file_path"], self.num_frames)
             frames += list(clip)
             owners += [k] * len(clip)
         captions = self.frames(frames)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from easyanimate_core.errors import CheckpointError
-from easyanimate_core.video_io import probe_video, read_video, sample_indices
+from easyanimate_core.video_io import read_sampled_frames
 
 TextAreaFn = Callable[[np.ndarray], float]  # rgb uint8 (H, W, 3) -> covered fraction in [0, 1]
 
@@ -163,9 +163,7 @@ def make_text_detector(name: str, model_dir=None, gpu: bool = False) -> TextArea
 def text_score(path, detector: TextAreaFn, num_frames: int = 3) -> float:
     """The largest text fraction over ``num_frames`` frames spread over the clip: a clip is as
     text-laden as its worst sampled frame (captions that come and go still count)."""
-    indices = sample_indices(probe_video(path).num_frames, num_frames)
-    frames, _ = read_video(path, indices)
-    return round(max(detector(frame) for frame in frames), 5)
+    return round(max(detector(frame) for frame in read_sampled_frames(path, num_frames)), 5)
 
 
 def score_clip(record: dict, root: Path, detector: TextAreaFn, max_area: float, num_frames: int) -> dict:
