@@ -7,13 +7,9 @@ through Load CLIP Vision + CLIP Vision Encode into the image-to-video node's cli
 
 from __future__ import annotations
 
-import torch
-
-from ..easyanimate_core.errors import InputError
 from ..easyanimate_core.models.clip_vision import ClipImageEncoder
 from . import host
-
-DTYPES = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from .choices import LOAD_DTYPES, check_choice
 
 
 class VDiT_LoadCLIPVision:
@@ -24,7 +20,7 @@ class VDiT_LoadCLIPVision:
     def INPUT_TYPES(cls):
         return {"required": {
             "clip_name": (host.model_files(), {"tooltip": "An image_encoder/ folder (config.json + weights)."}),
-            "dtype": (list(DTYPES), {"default": "auto", "tooltip": "Weight precision; auto keeps the stored one."}),
+            "dtype": (list(LOAD_DTYPES), {"default": "auto", "tooltip": "Weight precision; auto keeps the stored one."}),
         }}
 
     RETURN_TYPES = ("VDIT_CLIP_VISION",)
@@ -34,9 +30,8 @@ class VDiT_LoadCLIPVision:
     CATEGORY = "VideoDiT/loaders"
 
     def load(self, clip_name, dtype="auto"):
-        if dtype not in DTYPES:
-            raise InputError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
-        return (ClipImageEncoder.load(host.model_path(clip_name), dtype=DTYPES[dtype], device=host.offload_device()),)
+        dtype = LOAD_DTYPES[check_choice("dtype", dtype, LOAD_DTYPES)]
+        return (ClipImageEncoder.load(host.model_path(clip_name), dtype=dtype, device=host.offload_device()),)
 
 
 NODE_CLASS_MAPPINGS = {"VDiT_LoadCLIPVision": VDiT_LoadCLIPVision}

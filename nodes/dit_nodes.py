@@ -14,6 +14,7 @@ from ..easyanimate_core.models.lora import load_lora
 from ..easyanimate_core.models.motion_module import MotionModuleSet, load_motion_module
 from ..easyanimate_core.models.transformer import load_transformer
 from . import host
+from .choices import check_choice
 
 WEIGHT_DTYPES = ("default", "fp32", "bf16", "fp16", "fp8_e4m3fn")
 PRESETS = ("auto", "v1", "v2", "v3")
@@ -28,9 +29,7 @@ def _weight_dtypes(choice: str, device: torch.device):
     fast = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else torch.float32
     table = {"default": (fast, None), "fp32": (torch.float32, None), "bf16": (torch.bfloat16, None),
              "fp16": (torch.float16, None), "fp8_e4m3fn": (torch.float8_e4m3fn, fast)}
-    if choice not in table:
-        raise InputError(f"unknown weight_dtype {choice!r}; choose one of {', '.join(WEIGHT_DTYPES)}.")
-    return table[choice]
+    return table[check_choice("weight_dtype", choice, WEIGHT_DTYPES)]
 
 
 def _lora_files() -> list[str]:
@@ -79,8 +78,7 @@ class VDiT_LoadDiT:
     CATEGORY = "VideoDiT/loaders"
 
     def load(self, dit_name, weight_dtype="default", config_preset="auto"):
-        if config_preset not in PRESETS:
-            raise InputError(f"unknown config_preset {config_preset!r}; choose one of {', '.join(PRESETS)}.")
+        check_choice("config_preset", config_preset, PRESETS)
         dtype, compute = _weight_dtypes(weight_dtype, host.torch_device())
         model = load_transformer(host.model_path(dit_name), config=None if config_preset == "auto" else config_preset,
                                  dtype=dtype, compute_dtype=compute, device=host.offload_device())
@@ -109,8 +107,7 @@ class VDiT_LoadMotionModule:
     CATEGORY = "VideoDiT/loaders"
 
     def load(self, motion_name, config_preset="v1"):
-        if config_preset not in MOTION_PRESETS:
-            raise InputError(f"unknown config_preset {config_preset!r}; choose one of {', '.join(MOTION_PRESETS)}.")
+        check_choice("config_preset", config_preset, MOTION_PRESETS)
         return (load_motion_module(host.model_path(motion_name), config=config_preset),)
 
 

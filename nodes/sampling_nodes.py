@@ -26,6 +26,7 @@ from ..easyanimate_core.sampling.inpaint import all_generated_condition, encode_
 from ..easyanimate_core.sampling.pipeline import model_channels
 from ..easyanimate_core.sampling.schedule import KARRAS_SAMPLERS, SAMPLERS
 from . import host
+from .choices import check_choice
 
 log = logging.getLogger(__name__)
 
@@ -358,8 +359,7 @@ class VDiT_Sampler:
                denoise, context_options=None):
         from ..easyanimate_core.sampling.pipeline import denoise as run_denoise
 
-        if scheduler not in SCHEDULERS:
-            raise InputError(f"scheduler {scheduler!r} is unknown; choose one of {', '.join(SCHEDULERS)}.")
+        check_choice("scheduler", scheduler, SCHEDULERS)
         if context_options is not None and not isinstance(context_options, ContextWindows):
             raise InputError("context_options must come from an 'EasyAnimate Context Options' node.")
         latents = _latent_samples(latent_image)

@@ -8,6 +8,7 @@ native CLIPTextEncode output (unpadded, maskless) and pads it the same way.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -19,16 +20,27 @@ from ..easyanimate_core.errors import CheckpointError, InputError
 from ..easyanimate_core.models.text_encoder import MAX_LENGTH, _find_tokenizer, normalize_text_embeddings
 from ..easyanimate_core.text_cleaning import clean_caption
 from . import host
+from .choices import LOAD_DTYPES, check_choice
 
 log = logging.getLogger(__name__)
 
 CATEGORY = "VideoDiT/text"
 TEXT_ENCODER_FOLDERS = ("easyanimate", "text_encoders")
-DTYPES = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 TEXT_TOOLTIP = "The prompt. The model was trained on 120 T5 tokens (about 80-100 English words); more is cut off."
 CLEAN_TOOLTIP = ("Clean the prompt as the reference pipelines do (lower case, URLs and odd symbols removed) "
                  "before tokenising. Turn off to feed it verbatim.")
+
+
+@contextlib.contextmanager
+def _warnings_logged():
+    """Log the warnings raised inside (prompt cut to 120 tokens) every time: Python's own display
+    shows a warning once per code location, and the log is what ComfyUI users read."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for warning in caught:
+        log.warning("%s", warning.message)
 
 
 def _conditioning(embeds: torch.Tensor, mask: torch.Tensor) -> list:
@@ -62,11 +74,8 @@ class VDiT_TextEncode:
         tokens = clip.tokenize(clean_caption(text) if clean else text)
         output = clip.encode_from_tokens(tokens, return_dict=True)
         embeds = output["cond"]
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with _warnings_logged():
             embeds, mask = normalize_text_embeddings(embeds[:1])
-        for warning in caught:
-            log.warning("%s", warning.message)
         return (_conditioning(embeds, mask),)
 
 
@@ -109,7 +118,7 @@ class VDiT_LoadT5:
     def INPUT_TYPES(cls):
         return {"required": {
             "t5_name": (_text_encoder_files(), {"tooltip": "A text_encoder/ folder or a t5xxl weights file."}),
-            "dtype": (list(DTYPES), {"default": "auto",
+            "dtype": (list(LOAD_DTYPES), {"default": "auto",
                                      "tooltip": "Weight precision; auto keeps the stored one (fp8 files become "
                                                 "bf16)."}),
         }}
@@ -123,10 +132,9 @@ class VDiT_LoadT5:
     def load(self, t5_name, dtype="auto"):
         from ..easyanimate_core.models.text_encoder import TextEncoder
 
-        if dtype not in DTYPES:
-            raise InputError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
+        dtype = LOAD_DTYPES[check_choice("dtype", dtype, LOAD_DTYPES)]
         path = _text_encoder_path(t5_name)
-        encoder = TextEncoder.load(path, tokenizer_path=_bundled_tokenizer(path), dtype=DTYPES[dtype],
+        encoder = TextEncoder.load(path, tokenizer_path=_bundled_tokenizer(path), dtype=dtype,
                                    device=host.offload_device())
         return (encoder,)
 
@@ -154,11 +162,8 @@ class VDiT_T5Encode:
             raise InputError(f"the t5 input is a {type(t5).__name__}, expected the VDIT_T5 of a 'Load EasyAnimate "
                              f"T5' node; connect that node's output.")
         host.load_models([t5.model])
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with _warnings_logged():
             embeds, mask = t5.encode([text], max_length=MAX_LENGTH, clean=clean)
-        for warning in caught:
-            log.warning("%s", warning.message)
         return (_conditioning(embeds, mask),)
 
 

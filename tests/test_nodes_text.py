@@ -108,6 +108,19 @@ def test_native_clip_encode_pads_and_masks(text):
     assert long_embeds.shape == (1, 120, 8) and long_extras["attention_mask"].all()  # truncated to 120
 
 
+def test_cut_prompts_are_logged_every_time_by_both_encoders(text, caplog):
+    """Python shows a warning once per place; the nodes log each cut prompt."""
+    t5 = text.VDiT_LoadT5().load("tiny/text_encoder")[0]
+    long = " ".join(["a cat sits on the mat in the sun"] * 30)
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            text.VDiT_T5Encode().encode(t5, long)
+            text.VDiT_TextEncode().encode(StandInClip(), long)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("120 T5 tokens" in m for m in messages) == 2
+    assert sum("120" in m and "T5 tokens" not in m for m in messages) == 2, messages
+
+
 def test_native_clip_encode_rejects_other_inputs(text):
     with pytest.raises(InputError, match="native CLIP"):
         text.VDiT_TextEncode().encode(object(), "a cat")
