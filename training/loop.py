@@ -298,8 +298,10 @@ def train(accelerator, cfg: dict, stream, step_fn, checkpoint_objects=(), export
         state.data = stream.state_dict()
         state.skipped += int(batch.get("skipped", 0))
         if state.step % cfg["log_every"] == 0 or state.step == cfg["steps"]:
-            values = {name: float(accelerator.reduce(torch.as_tensor(float(v), device=accelerator.device),
-                                                     "mean")) for name, v in values.items()}
+            # one tensor, one all-reduce and one device sync for all the step's values
+            stacked = torch.stack([torch.as_tensor(v, dtype=torch.float32).to(accelerator.device)
+                                   for v in values.values()])
+            values = dict(zip(values, accelerator.reduce(stacked, "mean").tolist()))
             log.log(state.step, values)
             bar.set_postfix({k: f"{v:.4g}" for k, v in list(values.items())[:3]})
         bar.update(1)
