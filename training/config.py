@@ -63,19 +63,24 @@ def parse_override(item: str) -> dict:
     return value
 
 
+def read_yaml_options(yaml_path) -> dict:
+    """The mapping of options in a YAML config file (the trainers' and ``generate``'s)."""
+    path = Path(yaml_path)
+    if not path.is_file():
+        raise InputError(f"config file {yaml_path} does not exist; pass an existing YAML file "
+                         f"(the shipped ones are in training/configs/).")
+    loaded = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise InputError(f"config file {yaml_path} must hold a mapping of options, found "
+                         f"{type(loaded).__name__}; write it as 'key: value' lines.")
+    return loaded
+
+
 def build_config(defaults: dict, yaml_path: str | None = None, overrides=()) -> dict:
     config = copy.deepcopy(defaults)
     free = free_form_groups(defaults)
     if yaml_path:
-        path = Path(yaml_path)
-        if not path.is_file():
-            raise InputError(f"config file {yaml_path} does not exist; pass an existing YAML file "
-                             f"(the shipped ones are in training/configs/).")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise InputError(f"config file {yaml_path} must hold a mapping of options, found "
-                             f"{type(loaded).__name__}; write it as 'key: value' lines.")
-        _merge(config, loaded, str(path), free=free)
+        _merge(config, read_yaml_options(yaml_path), str(yaml_path), free=free)
     for item in overrides:
         _merge(config, parse_override(item), "command line", free=free)
     return config

@@ -106,13 +106,9 @@ def parse(argv) -> dict:
 
 
 def _read_yaml(path) -> dict:
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"config file {path} does not exist; pass an existing YAML file (examples are "
-                         f"training/configs/generate_*.yaml)")
-    loaded = yaml.safe_load(file.read_text()) or {}
-    if not isinstance(loaded, dict):
-        raise InputError(f"config file {path} must hold 'key: value' lines, found {type(loaded).__name__}")
+    from training.config import read_yaml_options
+
+    loaded = read_yaml_options(path)
     unknown = sorted(set(loaded) - set(DEFAULTS))
     if unknown:
         raise InputError(f"config file {path} has unknown option(s) {unknown}; known options are listed "
