@@ -102,7 +102,7 @@ class ComfyUIServer:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def start(self) -> "ComfyUIServer":
+    def start(self) -> ComfyUIServer:
         for folder in ("custom_nodes", "models", "input", "output"):
             (self.base_dir / folder).mkdir(parents=True, exist_ok=True)
         link = self.base_dir / "custom_nodes" / PACK_FOLDER
@@ -114,7 +114,7 @@ class ComfyUIServer:
         command = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                    "--disable-auto-launch", "--disable-api-nodes", "--base-directory", str(self.base_dir),
                    *self.extra_args]
-        self._log = open(self.log_path, "w")
+        self._log = open(self.log_path, "w")  # noqa: SIM115  (the server's log for its lifetime; stop() closes it)
         # cwd is the checkout: main.py imports its siblings (nodes.py, execution.py) by name.
         self.process = subprocess.Popen(command, cwd=self.comfy_dir, env=child_env(self.base_dir),
                                         stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from comfyui_server import PACK_FOLDER, PromptRejected, comfyui_fixture  # noqa: E402
+from comfyui_server import PACK_FOLDER, PromptRejected, comfyui_fixture
 
 pytestmark = pytest.mark.comfyui
 comfyui = comfyui_fixture()
@@ -17,7 +17,7 @@ comfyui = comfyui_fixture()
 def _comfyui_identity(server) -> str:
     version = server.get_json("/system_stats")["system"]["comfyui_version"]
     commit = subprocess.run(["git", "-C", str(server.comfy_dir), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
+                            check=False, capture_output=True, text=True).stdout.strip()
     return f"ComfyUI {version} ({commit or 'not a git checkout'}) at {server.comfy_dir}"
 
 

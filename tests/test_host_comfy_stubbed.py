@@ -7,6 +7,7 @@ import enum
 import importlib
 import sys
 import types
+from typing import ClassVar
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ class _Interrupted(Exception):
 
 
 class _ProgressBar:
-    calls = []
+    calls: ClassVar[list] = []
 
     def __init__(self, total, node_id=None):
         self.total = total
