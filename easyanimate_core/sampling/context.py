@@ -70,7 +70,6 @@ class ContextWindows:
             weight = torch.minimum(weight, (n - index) / (ramp + 1))
         return weight
 
-
     def plan(self, num_frames: int) -> list[tuple[range, torch.Tensor]]:
         """Each window with its *normalised* weights: for every frame the weights of the windows
         covering it sum to 1, so fusing is one multiply-add per window (computed once per clip

@@ -84,10 +84,7 @@ def iter_long_video(components: Components, prompt, negative_prompt="", *, frame
             piece = piece[:, :, overlap_frames:]
         yield piece if next_tail is None else piece[:, :, :piece.shape[2] - overlap_frames]
         tail = next_tail
-        if tail is not None:
-            images = tail[0].transpose(0, 1)  # (k, 3, H, W): the next chunk's start images
-        else:
-            images = None
+        images = None if tail is None else tail[0].transpose(0, 1)  # (k, 3, H, W): next chunk's start
 
 
 def generate_long(components: Components, prompt, negative_prompt="", **options) -> torch.Tensor:
