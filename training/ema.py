@@ -8,6 +8,8 @@ the random or pre-trained start.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -43,3 +45,11 @@ class EMA:
         self.decay = float(state["decay"])
         self.updates = int(state["updates"])
         self.shadow = {name: tensor.float() for name, tensor in state["shadow"].items()}
+
+
+def final_weights(model: nn.Module, ema: EMA | None) -> nn.Module:
+    """The model a run exports: an fp32 copy holding the EMA weights when there is an EMA."""
+    final = copy.deepcopy(model).float()
+    if ema is not None:
+        ema.copy_to(final)
+    return final

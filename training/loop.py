@@ -142,6 +142,21 @@ def save_checkpoint(accelerator, output_dir, step: int, keep: int) -> Path:
     return final
 
 
+def export_model_folder(model, folder) -> Path:
+    """A model as released (``diffusion_pytorch_model.safetensors`` + ``config.json``), loadable
+    by the core's loaders and the nodes."""
+    import json
+
+    from easyanimate_core.checkpoints import save_state_dict
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_state_dict(folder / "diffusion_pytorch_model.safetensors", state)
+    (folder / "config.json").write_text(json.dumps(model.config, indent=2))
+    return folder
+
+
 # ---------------------------------------------------------------- gradient clipping
 
 def clip_gradients(accelerator, parameters, step: int, max_grad_norm: float, warmup_steps: int = 1000,

@@ -15,7 +15,6 @@ latents, CLIP tokens). Loss: IDDPM hybrid (epsilon MSE + learned-variance VB ter
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import torch
@@ -23,8 +22,16 @@ import torch
 from easyanimate_core.errors import InputError
 from training import data as data_lib
 from training.config import _merge, parse_args
-from training.ema import EMA
-from training.loop import LOOP_DEFAULTS, clip_gradients, lr_schedule, make_accelerator, mixed_precision, train
+from training.ema import EMA, final_weights
+from training.loop import (
+    LOOP_DEFAULTS,
+    clip_gradients,
+    export_model_folder,
+    lr_schedule,
+    make_accelerator,
+    mixed_precision,
+    train,
+)
 
 DEFAULTS = {
     "train": {**LOOP_DEFAULTS,
@@ -221,15 +228,6 @@ class Conditioner:
         return out
 
 
-def export_transformer(model, folder: Path) -> None:
-    from easyanimate_core.checkpoints import save_state_dict
-
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_state_dict(folder / "diffusion_pytorch_model.safetensors", state)
-    (folder / "config.json").write_text(json.dumps(model.config, indent=2))
-
-
 def export_motion_module(model, path: Path) -> None:
     """The standalone motion-module file (the layout of ``easyanimate_v1_mm.safetensors``)."""
     from easyanimate_core.checkpoints import save_state_dict
@@ -346,19 +344,13 @@ def run(command: str, cfg: dict, resume, adapt=None, export=None, transform=None
         return {"loss": loss.detach(), **{f"loss/{k}": v for k, v in parts.items()},
                 "lr": scheduler.get_last_lr()[0]}
 
-    def final_model():
-        final = copy.deepcopy(accelerator.unwrap_model(model)).float()
-        if ema is not None:
-            ema.copy_to(final)
-        return final
-
     def do_export():
-        final = final_model()
+        final = final_weights(accelerator.unwrap_model(model), ema)
         out = Path(tcfg["output_dir"])
         if export is not None:
             export(final, cfg)
             return
-        export_transformer(final, out / "transformer")
+        export_model_folder(final, out / "transformer")
         if command == "dit-motion":
             export_motion_module(final, out / "motion_module.safetensors")
 

@@ -14,7 +14,6 @@ learned log-variance, KL, and from ``disc_start`` on a hinge GAN with a per-fram
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import torch
@@ -23,8 +22,9 @@ from torch import nn
 from easyanimate_core.errors import InputError
 from training import data as data_lib
 from training.config import parse_args
-from training.ema import EMA
+from training.ema import EMA, final_weights
 from training.loop import LOOP_DEFAULTS, clip_gradients, make_accelerator, train
+from training.loop import export_model_folder as export_vae  # the name training/demo imports
 
 DEFAULTS = {
     "train": {**LOOP_DEFAULTS,
@@ -114,15 +114,6 @@ def build_perceptual(loss_cfg: dict, accelerator):
     return load_lpips(loss_cfg["perceptual_weights"])
 
 
-def export_vae(vae, folder: Path) -> None:
-    from easyanimate_core.checkpoints import save_state_dict
-
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}
-    save_state_dict(folder / "diffusion_pytorch_model.safetensors", state)
-    (folder / "config.json").write_text(json.dumps(vae.config, indent=2))
-
-
 def main(command: str, argv) -> int:
     from training.discriminators import VideoDiscriminators
     from training.losses import VAELoss, adaptive_weight, generator_adversarial, hinge_discriminator
@@ -207,10 +198,7 @@ def main(command: str, argv) -> int:
         return logs
 
     def export():
-        final = copy.deepcopy(accelerator.unwrap_model(ae).vae).float()
-        if ema is not None:
-            ema.copy_to(final)
-        export_vae(final, Path(tcfg["output_dir"]) / "vae")
+        export_vae(final_weights(accelerator.unwrap_model(ae).vae, ema), Path(tcfg["output_dir"]) / "vae")
 
     def validate(step):
         from easyanimate_core.video_io import write_video
