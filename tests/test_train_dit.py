@@ -207,3 +207,23 @@ def test_bad_mixed_precision_is_one_clear_error(setup, tmp_path):
     cfg = dit_yaml(tmp_path / "p.yaml", models, data, tmp_path / "out", model={"config": image_dit_config()})
     with pytest.raises(InputError, match="is not one of no, fp16, bf16"):
         main("dit-full", ["--config", cfg, "train.mixed_precision=fp8"])
+
+
+def test_hybrid_loss_vanishes_for_the_true_noise_and_posterior_variance():
+    """eps = the true noise and v = -1 (the learned range's posterior end) is the exact reverse
+    step: MSE and VB are zero; the other end of the range or a wrong eps costs something. (The
+    same numbers as the reference's GaussianDiffusion.training_losses, checked by running it.)"""
+    from training.losses import DiffusionTerms, diffusion_loss
+
+    terms = DiffusionTerms(torch.linspace(1e-4, 0.02, 1000))
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(3, 4, 2, 4, 4, generator=g) * 2 - 1
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.tensor([1, 500, 999])
+    x_t = terms.add_noise(x0, noise, t)
+    exact, parts = diffusion_loss(terms, torch.cat([noise, -torch.ones_like(noise)], 1), x0, x_t, noise, t)
+    assert exact.abs().max() < 1e-4 and float(parts["vb"]) < 1e-4
+    wide, parts = diffusion_loss(terms, torch.cat([noise, torch.ones_like(noise)], 1), x0, x_t, noise, t)
+    assert wide[0] > 1e-2 and float(parts["mse"]) == 0.0   # at t = 1 the range's ends differ most
+    wrong, _ = diffusion_loss(terms, torch.cat([-noise, -torch.ones_like(noise)], 1), x0, x_t, noise, t)
+    assert (wrong > 1.0).all()

@@ -88,16 +88,6 @@ class DiffusionTerms:
     def __init__(self, betas: torch.Tensor):
         b = betas.double()
         acp = torch.cumprod(1.0 - b, 0)
-        self._set(b, acp)
-
-    @classmethod
-    def from_alphas_cumprod(cls, alphas_cumprod: torch.Tensor) -> DiffusionTerms:
-        """From the shared schedule's abar_t (``easyanimate_core.sampling.schedule``)."""
-        acp = alphas_cumprod.double()
-        betas = 1.0 - acp / torch.cat([acp.new_ones(1), acp[:-1]])
-        return cls(betas)
-
-    def _set(self, b, acp):
         acp_prev = torch.cat([acp.new_ones(1), acp[:-1]])
         self.num_timesteps = len(b)
         self.sqrt_acp = acp.sqrt()
@@ -108,6 +98,19 @@ class DiffusionTerms:
         self.posterior_coef_x0 = b * acp_prev.sqrt() / (1.0 - acp)
         self.posterior_coef_xt = (1.0 - acp_prev) * (1.0 - b).sqrt() / (1.0 - acp)
         self.log_betas = torch.log(b)
+
+    @classmethod
+    def from_alphas_cumprod(cls, alphas_cumprod: torch.Tensor) -> DiffusionTerms:
+        """From the shared schedule's abar_t (``easyanimate_core.sampling.schedule``)."""
+        acp = alphas_cumprod.double()
+        return cls(1.0 - acp / torch.cat([acp.new_ones(1), acp[:-1]]))
+
+    def to(self, device) -> DiffusionTerms:
+        """Keep the tables on the training device, so no step copies them there."""
+        for name, value in vars(self).items():
+            if torch.is_tensor(value):
+                setattr(self, name, value.to(device))
+        return self
 
     @staticmethod
     def _at(table, t, like):

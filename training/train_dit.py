@@ -317,7 +317,7 @@ def run(command: str, cfg: dict, resume, adapt=None, export=None, transform=None
     # faster warm-up/decay under N-process DDP); it counts loop steps like train.steps and warmup_steps
     model, optimizer = accelerator.prepare(model, optimizer)
     schedule = NoiseSchedule.from_config(cfg["diffusion"]["scheduler"])
-    terms = DiffusionTerms.from_alphas_cumprod(schedule.alphas_cumprod)
+    terms = DiffusionTerms.from_alphas_cumprod(schedule.alphas_cumprod).to(device)
     learned_variance = cfg["diffusion"]["learned_variance"]
 
     def step_fn(batch, step, generator):
