@@ -112,6 +112,9 @@ def test_cache_is_built_once_and_reused(setup, tmp_path):
     assert len(files) == 4   # 2 videos + 2 images, one size
     assert main("dit-full", ["--config", cfg, f"train.output_dir={tmp_path / 'again'}"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == files
+    # other clips (another frame stride) are new entries, never the old ones served again
+    assert main("dit-full", ["--config", cfg, f"train.output_dir={tmp_path / 'stride'}", "data.stride=2"]) == 0
+    assert len(list(cache.iterdir())) == 8
 
 
 def test_cached_latents_are_the_vae_posterior(setup, tmp_path):

@@ -5,8 +5,9 @@ again each epoch is wasted work (often more than the DiT step itself). With ``ca
 every planned sample is encoded once, at each size it will be trained at, into
 ``<dir>/<hash>.safetensors`` holding the posterior ``mean`` and ``std`` (a fresh latent is drawn
 from them each step, as without the cache), the caption's ``text_embeds`` and ``text_mask``.
-The hash covers the file, caption, size, frame count and the VAE/text-encoder identity, so a
-cache is never reused for a different model or sample. What the cache freezes: the clip start
+The hash covers the file, caption, size, frame count, the VAE/text-encoder identity and the
+options that decide which pixels a sample holds (frame stride, static frames, camera
+augmentation), so a cache is never reused for a different model or sample. What the cache freezes: the clip start
 and crop drawn the first time (augmentation happens once).
 
 Because the slice VAE encodes its 8-frame slices independently, a batch that needs fewer frames
@@ -29,8 +30,11 @@ def cache_key(entry: dict, height: int, width: int, frames: int, identity: str) 
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def model_identity(vae_config: dict, text_name: str) -> str:
-    return hashlib.sha256(json.dumps([vae_config, text_name], sort_keys=True, default=str).encode()).hexdigest()[:16]
+def cache_identity(vae_config: dict, text_name: str, sampling: dict) -> str:
+    """What, besides the sample itself, decides the cached tensors: the encoders and the
+    ``sampling`` options that change the pixels."""
+    parts = [vae_config, text_name, sampling]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class LatentCache:

@@ -287,9 +287,10 @@ def run(command: str, cfg: dict, resume, adapt=None, export=None, transform=None
     dataset = pixels
     if cfg["cache"]["dir"]:
         from easyanimate_core.progress import console
-        from training.cache import CachedDataset, LatentCache, model_identity
+        from training.cache import CachedDataset, LatentCache, cache_identity
 
-        cache = LatentCache(cfg["cache"]["dir"], model_identity(vae.config, cfg["text"]["encoder"]))
+        sampling = {"stride": dcfg["stride"], "static_frames": dcfg["static_frames"], "augment": cfg.get("augment")}
+        cache = LatentCache(cfg["cache"]["dir"], cache_identity(vae.config, cfg["text"]["encoder"], sampling))
 
         def encode_pixels(video):
             posterior = vae.encode(video.to(device, weight_dtype))
