@@ -80,7 +80,8 @@ class BatchPlan:
         self.rank, self.world_size = rank, world_size
         self.unreadable = 0
         self.shape = {}  # index -> (h, w, frames) of readable entries
-        self._grouped = {}  # epoch -> global batch list (memo)
+        self._grouped = {}  # epoch -> global batch list (memo of the last two epochs)
+        self._per_rank = {}  # epoch -> batches per rank (every epoch: steps_before sums them)
         for i, entry in enumerate(entries):
             if cfg["types"] != "both" and entry["type"] != cfg["types"]:
                 continue
@@ -137,6 +138,7 @@ class BatchPlan:
             if self.shape.pop(index, None) is not None:
                 self.unreadable += 1
         self._grouped.clear()
+        self._per_rank.clear()
 
     def _global_batches(self, epoch: int) -> list:
         if epoch not in self._grouped:
@@ -158,10 +160,15 @@ class BatchPlan:
                                  f"turn off data.buckets.")
             self._grouped = {e: v for e, v in self._grouped.items() if e >= epoch - 1}
             self._grouped[epoch] = batches[:per_rank * self.world_size]
+            self._per_rank[epoch] = per_rank
         return self._grouped[epoch]
 
     def steps_before(self, epoch: int) -> int:
-        return sum(len(self._global_batches(e)) // self.world_size for e in range(epoch))
+        """Steps of the epochs before ``epoch`` (each epoch's grouping is computed once per run)."""
+        for e in range(epoch):
+            if e not in self._per_rank:
+                self._global_batches(e)
+        return sum(self._per_rank[e] for e in range(epoch))
 
     def epoch_batches(self, epoch: int) -> list[list[Item]]:
         cfg = self.cfg
