@@ -226,3 +226,25 @@ def test_sample_that_fails_to_decode_is_replaced_and_counted(tmp_path, capsys):
     assert main("vae", ["--config", _vae_yaml(tmp_path, meta, tmp_path / "out", steps=3),
                         "data.types=video"]) == 0
     assert "unreadable samples were skipped" in capsys.readouterr().out
+
+
+def test_ema_averages_with_the_warm_up_decay_and_follows_the_model_to_its_device():
+    from training.ema import EMA, final_weights
+
+    model = torch.nn.Linear(2, 2)
+    ema = EMA(model, decay=0.9)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)                                   # decay min(0.9, 1/10) = 0.1
+    assert torch.allclose(ema.shadow["weight"], start + 0.9)
+    assert torch.equal(final_weights(model, ema).weight, ema.shadow["weight"])
+    assert torch.equal(final_weights(model, None).weight, model.weight)
+    # the trainers build the EMA before accelerate moves the model (CPU -> GPU); a resumed state
+    # loads on the CPU: the shadow must follow the weights ("meta" stands in for a GPU here)
+    resumed = EMA(model, decay=0.9)
+    resumed.load_state_dict(ema.state_dict())
+    model.to("meta")
+    for state in (ema, resumed):
+        state.update(model)
+        assert state.shadow["weight"].device.type == "meta" and state.updates == 2

@@ -27,9 +27,12 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         decay = self.current_decay()
-        for name, p in model.named_parameters():
-            if name in self.shadow:
-                self.shadow[name].lerp_(p.detach().float(), 1.0 - decay)
+        names, params = zip(*[(name, p.detach()) for name, p in model.named_parameters() if name in self.shadow])
+        if self.shadow[names[0]].device != params[0].device:
+            # the trainers make the EMA before accelerate moves the model to its device, and a
+            # resumed state loads onto the CPU: the shadow follows the weights once, not every step
+            self.shadow = {name: self.shadow[name].to(p.device) for name, p in zip(names, params)}
+        torch._foreach_lerp_([self.shadow[name] for name in names], [p.float() for p in params], 1.0 - decay)
         self.updates += 1
 
     @torch.no_grad()
