@@ -107,6 +107,8 @@ def test_kill_during_save_keeps_previous_checkpoint(tmp_path, data, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         main("dit-motion", ["--config", broken])
     monkeypatch.setattr(Accelerator, "save_state", original)
+    import threading   # the interrupted run closed its TensorBoard event file (no writer thread left)
+    assert not [t for t in threading.enumerate() if type(t).__name__ == "_AsyncWriterThread" and t.is_alive()]
     assert [p.name for p in complete_checkpoints(tmp_path / "broken")] == ["checkpoint-00000002"]
 
     assert main("dit-motion", ["--config", broken, "--resume", "latest"]) == 0

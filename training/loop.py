@@ -222,11 +222,13 @@ class LossLog:
                 out.writerow([step, name, f"{value:.6g}"])
                 self.writer.add_scalar(name, value, step)
 
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
     def finish(self) -> None:
-        if not self.enabled:
-            return
-        self.writer.close()
-        plot_losses(self.path, self.png)
+        if self.enabled:
+            plot_losses(self.path, self.png)
 
 
 def plot_losses(csv_path, png_path) -> None:
@@ -304,29 +306,33 @@ def train(accelerator, cfg: dict, stream, step_fn, checkpoint_objects=(), export
     rank = accelerator.process_index
     started = time.perf_counter()
     batches = iter(stream)
-    while state.step < cfg["steps"]:
-        batch = next(batches)
-        step = state.step
-        torch.manual_seed(int(seeded_generator(cfg["seed"], "global", step, rank).initial_seed()))
-        values = step_fn(batch, step, seeded_generator(cfg["seed"], "step", step, rank))
-        state.step += 1
-        state.data = stream.state_dict()
-        state.skipped += int(batch.get("skipped", 0))
-        if state.step % cfg["log_every"] == 0 or state.step == cfg["steps"]:
-            # one tensor, one all-reduce and one device sync for all the step's values
-            stacked = torch.stack([torch.as_tensor(v, dtype=torch.float32).to(accelerator.device)
-                                   for v in values.values()])
-            values = dict(zip(values, accelerator.reduce(stacked, "mean").tolist()))
-            log.log(state.step, values)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in list(values.items())[:3]})
-        bar.update(1)
-        if (cfg["checkpoint_every"] and state.step % cfg["checkpoint_every"] == 0) or state.step == cfg["steps"]:
-            save_checkpoint(accelerator, output_dir, state.step, cfg["checkpoints_keep"])
-        if validate is not None and cfg["validation_every"] and state.step % cfg["validation_every"] == 0:
-            if accelerator.is_main_process:
-                validate(state.step)
-            accelerator.wait_for_everyone()
-    bar.close()
+    try:
+        while state.step < cfg["steps"]:
+            batch = next(batches)
+            step = state.step
+            torch.manual_seed(int(seeded_generator(cfg["seed"], "global", step, rank).initial_seed()))
+            values = step_fn(batch, step, seeded_generator(cfg["seed"], "step", step, rank))
+            state.step += 1
+            state.data = stream.state_dict()
+            state.skipped += int(batch.get("skipped", 0))
+            if state.step % cfg["log_every"] == 0 or state.step == cfg["steps"]:
+                # one tensor, one all-reduce and one device sync for all the step's values
+                stacked = torch.stack([torch.as_tensor(v, dtype=torch.float32).to(accelerator.device)
+                                       for v in values.values()])
+                values = dict(zip(values, accelerator.reduce(stacked, "mean").tolist()))
+                log.log(state.step, values)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in list(values.items())[:3]})
+            bar.update(1)
+            if (cfg["checkpoint_every"] and state.step % cfg["checkpoint_every"] == 0) or state.step == cfg["steps"]:
+                save_checkpoint(accelerator, output_dir, state.step, cfg["checkpoints_keep"])
+            if validate is not None and cfg["validation_every"] and state.step % cfg["validation_every"] == 0:
+                if accelerator.is_main_process:
+                    validate(state.step)
+                accelerator.wait_for_everyone()
+    finally:  # also on an error or interrupt: no open event file, progress bar or loader workers left
+        bar.close()
+        batches.close()
+        log.close()
     accelerator.wait_for_everyone()
     if accelerator.num_processes > 1:
         check_ranks_agree(accelerator, models)
