@@ -14,14 +14,13 @@ latents, CLIP tokens). Loss: IDDPM hybrid (epsilon MSE + learned-variance VB ter
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
 
 from easyanimate_core.errors import InputError
 from training import data as data_lib
-from training.config import _merge, parse_args
+from training.config import parse_args, with_overrides
 from training.ema import EMA, final_weights
 from training.loop import (
     LOOP_DEFAULTS,
@@ -90,8 +89,8 @@ STAGE_DEFAULTS = {
 }
 
 
-def command_defaults(command: str, defaults=DEFAULTS, stages=STAGE_DEFAULTS) -> dict:
-    return _merge(copy.deepcopy(defaults), stages[command], "stage defaults")
+def command_defaults(command: str) -> dict:
+    return with_overrides(DEFAULTS, STAGE_DEFAULTS[command])
 
 
 # ---------------------------------------------------------------- models

@@ -21,15 +21,14 @@ is the DiT trainer's.
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
-from training.config import _merge, parse_args
+from training.config import parse_args, with_overrides
 from training.train_dit import DEFAULTS as DIT_DEFAULTS
 from training.train_dit import run
 
-LORA_DEFAULTS = _merge(copy.deepcopy(DIT_DEFAULTS), {
+LORA_DEFAULTS = with_overrides(DIT_DEFAULTS, {
     "train": {"output_dir": "outputs/lora", "lr": 1e-4, "ema": False, "warmup_steps": 0, "weight_decay": 1e-2,
               "adam_eps": 1e-8},
     "data": {"frames": 16},
@@ -56,7 +55,7 @@ STAGE_DEFAULTS = {
 
 
 def command_defaults(command: str) -> dict:
-    return _merge(copy.deepcopy(LORA_DEFAULTS), STAGE_DEFAULTS[command], "stage defaults")
+    return with_overrides(LORA_DEFAULTS, STAGE_DEFAULTS[command])
 
 
 def add_adapters(model, cfg) -> list[dict]:

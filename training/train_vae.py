@@ -13,7 +13,6 @@ learned log-variance, KL, and from ``disc_start`` on a hinge GAN with a per-fram
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
@@ -21,7 +20,7 @@ from torch import nn
 
 from easyanimate_core.errors import InputError
 from training import data as data_lib
-from training.config import parse_args
+from training.config import parse_args, with_overrides
 from training.ema import EMA, final_weights
 from training.loop import LOOP_DEFAULTS, clip_gradients, make_accelerator, train
 from training.loop import export_model_folder as export_vae  # the name training/demo imports
@@ -66,9 +65,7 @@ STAGE_DEFAULTS = {
 
 
 def command_defaults(command: str) -> dict:
-    from training.config import _merge
-
-    return _merge(copy.deepcopy(DEFAULTS), STAGE_DEFAULTS[command], "stage defaults")
+    return with_overrides(DEFAULTS, STAGE_DEFAULTS[command])
 
 
 class Autoencode(nn.Module):
