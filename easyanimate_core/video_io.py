@@ -30,10 +30,6 @@ class VideoInfo:
     fps: float
     num_frames: int
 
-    @property
-    def duration(self) -> float:
-        return self.num_frames / self.fps
-
 
 def _open(path):
     import av

@@ -315,9 +315,6 @@ class BatchStream:
         self.plan, self.dataset, self.num_workers = plan, dataset, num_workers
         self.epoch, self.batch = 0, 0
 
-    def batches_per_epoch(self) -> int:
-        return len(self.plan.epoch_batches(0))
-
     def __iter__(self):
         while True:
             planned = self.plan.epoch_batches(self.epoch)[self.batch:]
