@@ -22,11 +22,12 @@ from ..easyanimate_core.models.handle import ModelHandle
 from ..easyanimate_core.sampling import frames as frame_rules
 from ..easyanimate_core.sampling.context import FUSE_MODES, ContextWindows
 from ..easyanimate_core.sampling.guidance import uses_guidance
-from ..easyanimate_core.sampling.inpaint import all_generated_condition, encode_source, image_to_video_source
+from ..easyanimate_core.sampling.inpaint import encode_source, image_to_video_source
 from ..easyanimate_core.sampling.pipeline import model_channels
 from ..easyanimate_core.sampling.schedule import KARRAS_SAMPLERS, SAMPLERS
 from . import host
 from .choices import check_choice
+from .latent_conditions import ALL_GENERATED_KEY, AllGenerated, moved
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,6 @@ CATEGORY = "VideoDiT/sampling"
 # Keys the pack puts into ComfyUI cond dicts (prefixed: cond dicts are shared with other packs).
 INPAINT_KEY = "vdit_inpaint"
 CLIP_EMBEDS_KEY = "vdit_clip_embeds"
-# Key the pack puts into the LATENTs it creates: an AllGenerated for 12-channel models.
-ALL_GENERATED_KEY = "vdit_all_generated"
 
 SCHEDULERS = ("normal", "karras")
 
@@ -57,27 +56,6 @@ def _video_size(vae, width: int, height: int, length: int) -> tuple:
     """(width, height, frames) floored to what the DiT and the VAE accept (changes logged)."""
     width, height = frame_rules.adjust_size(width, height)
     return width, height, frame_rules.adjust_frames(length, vae)
-
-
-class AllGenerated:
-    """The all-generated condition of a 12-channel model (see ``inpaint.all_generated_condition``)
-    for latents of any shape, encoded by ``vae`` when first asked for and kept per shape: a
-    4-channel model never pays for it, and latents resized between nodes still fit."""
-
-    def __init__(self, vae):
-        self.vae = vae
-        self._encoded = {}
-
-    def __call__(self, latent_shape):
-        _, _, length, h, w = latent_shape
-        if (length, h, w) not in self._encoded:
-            scale = self.vae.spatial_factor
-            host.load_models([self.vae])
-            # no progress of its own: two distinct units at most (the rest reuse them), and the
-            # sampler's bar is for its steps
-            condition = all_generated_condition(self.vae, self.vae.decoded_frames(length), w * scale, h * scale)
-            self._encoded[length, h, w] = _moved(condition, host.intermediate_device())
-        return self._encoded[length, h, w]
 
 
 def _empty_latent(vae, width: int, height: int, frames: int, batch_size: int) -> dict:
@@ -132,15 +110,6 @@ def _images(image, name: str):
 def _with_keys(conditioning, values: dict) -> list:
     """A copy of ComfyUI ``conditioning`` with ``values`` added to every cond dict (never mutates)."""
     return [[embeds, {**extras, **values}] for embeds, extras in conditioning]
-
-
-def _moved(condition, device):
-    """A copy of an InpaintCondition with its tensors on ``device`` (cond dicts live between nodes)."""
-    import dataclasses
-
-    return dataclasses.replace(condition, **{field.name: getattr(condition, field.name).to(device)
-                                             for field in dataclasses.fields(condition)
-                                             if getattr(condition, field.name) is not None})
 
 
 def _clip_embeds(clip_vision, clip_vision_output, start):
@@ -215,7 +184,7 @@ class VDiT_ImageToVideo:
             host.load_models([vae])
             condition = encode_source(vae, source, frames, vae.scaling_factor, want_mask=True, want_video=True,
                                       progress=host.progress(1))
-            extras[INPAINT_KEY] = _moved(condition, host.intermediate_device())
+            extras[INPAINT_KEY] = moved(condition, host.intermediate_device())
         positive = _with_keys(positive, {**extras, **({} if clip_embeds is None else {CLIP_EMBEDS_KEY: clip_embeds})})
         negative = _with_keys(negative, extras)
         return positive, negative, _empty_latent(vae, width, height, frames, batch_size)

@@ -10,6 +10,7 @@ import torch
 from ..easyanimate_core.errors import InputError
 from ..easyanimate_core.models.vae import SEAM_OPTIONS, Tiling, VideoVAE, load_vae
 from . import host
+from .latent_conditions import ALL_GENERATED_KEY, AllGenerated
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,8 @@ class VDiT_VAEEncode:
         with torch.no_grad():
             # progress reports its real total with every update
             latents = vae.encode(video, progress=host.progress(1)).mean * vae.scaling_factor
-        return ({"samples": latents.to(host.intermediate_device(), torch.float32)},)
+        samples = latents.to(host.intermediate_device(), torch.float32)
+        return ({"samples": samples, ALL_GENERATED_KEY: AllGenerated(vae)},)
 
 
 class VDiT_VAEDecode:

@@ -236,7 +236,7 @@ def test_largest_seed_and_batched_image_to_video(nodes, vae, dit4, dit12):
         assert out.shape == (2, 4, 3, 4, 4) and not torch.allclose(out[0], out[1])  # own noise per video
 
 
-def test_text_to_video_with_an_inp_model_matches_the_generate_path(nodes, vae, dit12, monkeypatch):
+def test_text_to_video_with_an_inp_model_matches_the_generate_path(pack, nodes, vae, dit12, monkeypatch):
     """The sampler node gives a 12-channel model the encoded all-generated condition, as generate()."""
     from easyanimate_core.sampling import pipeline
 
@@ -248,8 +248,9 @@ def test_text_to_video_with_an_inp_model_matches_the_generate_path(nodes, vae, d
                                           width=SIZE, height=SIZE, frames=9, steps=3, cfg=5.0, seed=7)
     torch.testing.assert_close(node, generated * vae.scaling_factor, atol=1e-5, rtol=1e-5)
     # the condition is encoded once per latent shape and is not all zeros
-    condition = latent[nodes.ALL_GENERATED_KEY](latent["samples"].shape)
-    assert condition is latent[nodes.ALL_GENERATED_KEY](latent["samples"].shape)
+    key = pack.nodes.latent_conditions.ALL_GENERATED_KEY
+    condition = latent[key](latent["samples"].shape)
+    assert condition is latent[key](latent["samples"].shape)
     assert condition.mask_latents.abs().sum() > 0 and condition.masked_latents.abs().sum() > 0
 
 
@@ -260,3 +261,14 @@ def test_inp_text_to_video_from_a_foreign_latent_warns(nodes, vae, dit12, caplog
         out = _sample(nodes, dit12, _cond(), _cond(1, 2), bare)["samples"]
     assert "all-zero" in caplog.text and torch.isfinite(out).all()
     assert not torch.allclose(out, _sample(nodes, dit12, _cond(), _cond(1, 2), latent)["samples"])
+
+
+def test_video_to_video_with_an_inp_model_gets_the_all_generated_condition(pack, nodes, vae, dit12, caplog):
+    """Latents from VAE Encode carry the all-generated condition too, so a 12-channel model in a
+    video-to-video graph reads what the CLI gives it instead of zeros."""
+    frames = torch.rand(9, SIZE, SIZE, 3, generator=torch.Generator().manual_seed(3))
+    latent = pack.nodes.vae_nodes.VDiT_VAEEncode().encode(vae, frames)[0]
+    with caplog.at_level("WARNING"):
+        out = _sample(nodes, dit12, _cond(), _cond(1, 2), latent, denoise=0.6)["samples"]
+    assert "all-zero" not in caplog.text and torch.isfinite(out).all()
+    assert pack.nodes.latent_conditions.ALL_GENERATED_KEY in latent
