@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..easyanimate_core.errors import CheckpointError, InputError
-from ..easyanimate_core.models.text_encoder import MAX_LENGTH, _find_tokenizer, normalize_text_embeddings
+from ..easyanimate_core.models.text_encoder import MAX_LENGTH, find_tokenizer, normalize_text_embeddings
 from ..easyanimate_core.text_cleaning import clean_caption
 from . import host
 from .choices import LOAD_DTYPES, check_choice
@@ -102,7 +102,7 @@ def _bundled_tokenizer(path: str) -> str | None:
     if not os.path.isfile(path):
         return None
     try:
-        _find_tokenizer(Path(path), None)
+        find_tokenizer(Path(path), None)
         return None
     except CheckpointError:
         return host.comfy_t5_tokenizer()

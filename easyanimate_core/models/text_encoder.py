@@ -117,7 +117,7 @@ def _build_t5(config, tensors: dict, source: Path):
     return model.eval().requires_grad_(False)
 
 
-def _find_tokenizer(path: Path, tokenizer_path) -> Path:
+def find_tokenizer(path: Path, tokenizer_path) -> Path:
     if tokenizer_path is not None:
         candidates = [Path(tokenizer_path)]
     else:
@@ -162,7 +162,7 @@ class TextEncoder:
             state = _encoder_tensors(_open_weights([path]), path, dtype)
             config = t5_config_from_state_dict(state)
         model = _build_t5(config, state, path)
-        tokenizer = T5TokenizerFast.from_pretrained(str(_find_tokenizer(path, tokenizer_path)))
+        tokenizer = T5TokenizerFast.from_pretrained(str(find_tokenizer(path, tokenizer_path)))
         encoder = cls(model, tokenizer)
         return encoder.to(device) if device is not None else encoder
 

@@ -138,7 +138,7 @@ def encode_units(vae, num_frames: int) -> list:
     """The VAE's independently encoded time windows as (start, stop) frame ranges: encoding
     each alone and concatenating equals encoding the clip (slice VAE: lone odd first frame, then
     8-frame slices; v2 MagViT: 9-frame chunks)."""
-    return [(w.start, w.stop) for w in vae._encode_plan(num_frames)]
+    return [(w.start, w.stop) for w in vae.encode_plan(num_frames)]
 
 
 @torch.no_grad()

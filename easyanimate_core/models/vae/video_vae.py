@@ -156,7 +156,6 @@ class VideoVAE(nn.Module):
         (ctx_start..ctx_stop) and the frames it produces (out_start..out_stop)."""
         return decode_windows(num_latents, self.slice_mode, self.mini_batch_decoder, self.decoder.out_frames)
 
-    _encode_plan = encode_plan  # old private name, still used by sampling/inpaint.py
 
     # ------------------------------------------------------------------ encode
 
