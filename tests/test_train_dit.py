@@ -184,6 +184,8 @@ def test_configuration_errors_are_one_sentence(setup, tmp_path):
         main("dit-full", ["--config", four])
     with pytest.raises(InputError, match="diffusion.timesteps 'lognormal' is not one of uniform, logit_normal"):
         main("dit-full", ["--config", four, "diffusion.timesteps=lognormal"])
+    with pytest.raises(InputError, match="mode.train_mode 'i2v' is not 'normal' or 'inpaint'; pick one"):
+        main("dit-full", ["--config", four, "mode.train_mode=i2v"])
     with pytest.raises(InputError, match="data.metadata is not set"):
         main("dit-full", ["--config", four, "mode.train_mode=normal", "data.metadata="])
     with pytest.raises(InputError, match="cache.dir cannot be used"):

@@ -245,7 +245,15 @@ def run(command: str, cfg: dict, resume, adapt=None, export=None, transform=None
     from training.losses import DiffusionTerms, check_timestep_sampling, diffusion_loss, sample_timesteps
 
     tcfg, mcfg, dcfg = cfg["train"], cfg["model"], cfg["data"]
-    check_timestep_sampling(cfg["diffusion"]["timesteps"])  # before any model is loaded
+    # option checks that need no model come before any model is loaded
+    check_timestep_sampling(cfg["diffusion"]["timesteps"])
+    if cfg["mode"]["train_mode"] not in ("normal", "inpaint"):
+        raise InputError(f"mode.train_mode {cfg['mode']['train_mode']!r} is not 'normal' or 'inpaint'; "
+                         f"pick one of those.")
+    inpaint = cfg["mode"]["train_mode"] == "inpaint"
+    if inpaint and cfg["cache"]["dir"]:
+        raise InputError("cache.dir cannot be used with mode.train_mode=inpaint (its random masks need the "
+                         "VAE every step); leave cache.dir empty.")
     accelerator = make_accelerator(tcfg)
     torch.manual_seed(tcfg["seed"])
     device = accelerator.device
@@ -260,15 +268,9 @@ def run(command: str, cfg: dict, resume, adapt=None, export=None, transform=None
                                   tcfg["low_lr_factor"])
     model.enable_gradient_checkpointing(bool(tcfg["gradient_checkpointing"]))
     trainable = [p for g in groups for p in g["params"]]
-    inpaint = cfg["mode"]["train_mode"] == "inpaint"
-    if cfg["mode"]["train_mode"] not in ("normal", "inpaint"):
-        raise InputError(f"mode.train_mode {cfg['mode']['train_mode']!r} is not 'normal' or 'inpaint'.")
     if inpaint and model.in_channels != 12:
         raise InputError(f"mode.train_mode=inpaint needs a 12-channel (InP) transformer but this one takes "
                          f"{model.in_channels} channels; use an InP config or train_mode=normal.")
-    if inpaint and cfg["cache"]["dir"]:
-        raise InputError("cache.dir cannot be used with mode.train_mode=inpaint (its random masks need the "
-                         "VAE every step); leave cache.dir empty.")
 
     vae = load_vae(cfg["vae"]).to(device, weight_dtype).eval().requires_grad_(False)
     text_encoder = load_text_encoder(cfg["text"]).to(device)
