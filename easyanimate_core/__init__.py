@@ -39,7 +39,7 @@ _EXPORTS = {
     "Interrupted": ".progress",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name):

@@ -11,7 +11,8 @@ ComfyUI's adapter lives in ``nodes/host.py``; the CLI uses :func:`console`.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, Optional, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 ProgressFn = Callable[..., None]
 T = TypeVar("T")
@@ -25,7 +26,7 @@ def silent(done: int, total: int, preview=None) -> None:
     """The default: report nothing, never interrupt."""
 
 
-def track(items: Iterable[T], total: int, progress: Optional[ProgressFn]) -> Iterator[T]:
+def track(items: Iterable[T], total: int, progress: ProgressFn | None) -> Iterator[T]:
     """Yield ``items``, reporting ``(i + 1, total)`` after each one is processed."""
     progress = progress or silent
     for i, item in enumerate(items):

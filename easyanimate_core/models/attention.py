@@ -17,7 +17,6 @@ over F*h*w tokens). Both splits are exact: rows of softmax attention do not inte
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -48,13 +47,13 @@ def get_backend() -> str:
 def xformers_available() -> bool:
     try:
         import xformers.ops  # noqa: F401
-    except Exception:
+    except Exception:  # noqa: BLE001  (a broken install fails with CUDA/library errors, not just ImportError)
         return False
     return True
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-              mask: Optional[torch.Tensor] = None, backend: Optional[str] = None,
+              mask: torch.Tensor | None = None, backend: str | None = None,
               max_elements: int = MAX_ELEMENTS) -> torch.Tensor:
     """Scaled dot-product attention on ``(B, heads, N, d)`` tensors.
 
