@@ -7,13 +7,22 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from train_helpers import dit_yaml, image_dit_config, make_dataset, motion_config, vae_config, write_models
+from train_helpers import (
+    dit_yaml,
+    image_dit_config,
+    losses,
+    make_dataset,
+    motion_config,
+    vae_config,
+    write_models,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "tests")}
@@ -90,7 +99,9 @@ def test_kill_during_save_keeps_previous_checkpoint(tmp_path, data, monkeypatch)
 
     models = write_models(tmp_path / "models")
     motion_model = {**image_dit_config(), **motion_config()}
-    sections = {"model": {"config": motion_model}, "train": {"steps": 6, "checkpoint_every": 2, "checkpoints_keep": 5}}
+    # a warm-up across the resume point: the lr schedule's position must come back too
+    sections = {"model": {"config": motion_model},
+                "train": {"steps": 6, "checkpoint_every": 2, "checkpoints_keep": 5, "warmup_steps": 4}}
     straight = dit_yaml(tmp_path / "s.yaml", models, data, tmp_path / "straight", **sections)
     assert main("dit-motion", ["--config", straight]) == 0
 
@@ -107,7 +118,7 @@ def test_kill_during_save_keeps_previous_checkpoint(tmp_path, data, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         main("dit-motion", ["--config", broken])
     monkeypatch.setattr(Accelerator, "save_state", original)
-    import threading   # the interrupted run closed its TensorBoard event file (no writer thread left)
+    # the interrupted run closed its TensorBoard event file (no writer thread left)
     assert not [t for t in threading.enumerate() if type(t).__name__ == "_AsyncWriterThread" and t.is_alive()]
     assert [p.name for p in complete_checkpoints(tmp_path / "broken")] == ["checkpoint-00000002"]
 
@@ -120,6 +131,8 @@ def test_kill_during_save_keeps_previous_checkpoint(tmp_path, data, monkeypatch)
     with open(tmp_path / "broken" / "losses.csv") as f:
         steps = [int(r["step"]) for r in csv.DictReader(f) if r["name"] == "loss"]
     assert steps == [1, 2, 3, 4, 5, 6]
+    assert losses(tmp_path / "broken", "lr") == losses(tmp_path / "straight", "lr") == [
+        pytest.approx(1e-3 * min(1.0, (k + 1) / 4)) for k in range(1, 7)]
 
 
 def test_resume_from_missing_checkpoint_is_one_clear_error(tmp_path, data):
