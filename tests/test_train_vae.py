@@ -121,3 +121,20 @@ def test_perceptual_file_missing_tensors_is_one_clear_error(tmp_path):
     save_file(state, str(tmp_path / "partial.safetensors"))
     with pytest.raises(CheckpointError, match="lacks 1 of the VGG16/LPIPS tensors"):
         load_lpips(str(tmp_path / "partial.safetensors"))
+
+
+def test_discriminators_judge_real_and_fake_batches_separately():
+    """BatchNorm in the PatchGAN sees real and fake clips apart (taming runs them one at a time):
+    a fake batch scores the same passed with the real one as alone."""
+    from training.discriminators import VideoDiscriminators
+
+    torch.manual_seed(0)
+    discs = VideoDiscriminators(8, 2, [8, 8]).train()
+    real = torch.rand(1, 3, 5, 32, 32) * 2 - 1
+    fake = torch.rand(1, 3, 5, 32, 32) * 0.2
+    (real_2d, real_3d), (fake_2d, fake_3d) = discs(real, fake)
+    [(alone_2d, alone_3d)] = discs(fake)
+    assert real_2d.shape == (5, 1, 6, 6) and real_3d.shape[0] == 1
+    assert torch.allclose(fake_2d, alone_2d, atol=1e-6) and torch.allclose(fake_3d, alone_3d, atol=1e-6)
+    mixed = discs.d2d(torch.cat([real, fake]).transpose(1, 2).flatten(0, 1))[5:]
+    assert not torch.allclose(mixed, alone_2d, atol=1e-3)   # what a shared batch would have given

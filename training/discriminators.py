@@ -93,7 +93,9 @@ class VideoDiscriminators(nn.Module):
         self.d2d = PatchDiscriminator2D(3, channels_2d, layers_2d)
         self.d3d = Discriminator3D(3, tuple(channels_3d))
 
-    def forward(self, video):
-        """Logit maps for a clip batch (B, 3, F, H, W): per-frame 2D and whole-clip 3D."""
-        frames = video.transpose(1, 2).flatten(0, 1)
-        return self.d2d(frames), self.d3d(video)
+    def forward(self, *videos):
+        """``[(per-frame 2D logits, whole-clip 3D logits)]``, one pair per clip batch
+        (B, 3, F, H, W). Real and fake batches are passed together (one call, as DDP wants) but
+        run separately, so the 2D discriminator's BatchNorm never mixes their statistics (as in
+        taming, where each goes through the discriminator on its own)."""
+        return [(self.d2d(video.transpose(1, 2).flatten(0, 1)), self.d3d(video)) for video in videos]

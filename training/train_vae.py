@@ -167,7 +167,7 @@ def main(command: str, argv) -> int:
                     "logvar": loss_fn.logvar.detach()}
             if gan_on:
                 plain_discs.requires_grad_(False)
-                g_loss = generator_adversarial(*plain_discs(recon))
+                g_loss = generator_adversarial(*plain_discs(recon)[0])
                 plain_discs.requires_grad_(True)
                 d_weight = adaptive_weight(nll, g_loss, last_layer, lcfg["disc_weight"])
                 loss = loss + d_weight * g_loss
@@ -180,11 +180,8 @@ def main(command: str, argv) -> int:
         opt_ae.zero_grad(set_to_none=True)
         if gan_on:
             with accelerator.autocast():
-                logits_2d, logits_3d = discs(torch.cat([video, recon.detach()]))
-                b = video.shape[0]
-                frames = b * video.shape[2]
-                d_loss = hinge_discriminator(logits_2d[:frames], logits_2d[frames:],
-                                             logits_3d[:b], logits_3d[b:])
+                (real_2d, real_3d), (fake_2d, fake_3d) = discs(video, recon.detach())
+                d_loss = hinge_discriminator(real_2d, fake_2d, real_3d, fake_3d)
             accelerator.backward(d_loss)
             opt_d.step()
             opt_d.zero_grad(set_to_none=True)
