@@ -40,6 +40,7 @@ def test_stage1_loss_decreases_and_exports_loadable_vae(tmp_path, dataset, capsy
     video = torch.rand(1, 3, 9, 32, 32) * 2 - 1
     assert vae.decode(vae.encode(video).mode()).shape == video.shape
     assert (tmp_path / "out" / "loss_curve.png").stat().st_size > 1000
+    assert not list((tmp_path / "out").rglob("*.tmp"))   # config.json and the CSV are renamed into place
 
 
 def test_gan_terms_start_at_disc_start_and_bad_samples_are_skipped(tmp_path, dataset, capsys):

@@ -18,6 +18,7 @@ owns everything around it:
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import re
@@ -145,16 +146,22 @@ def save_checkpoint(accelerator, output_dir, step: int, keep: int) -> Path:
 def export_model_folder(model, folder) -> Path:
     """A model as released (``diffusion_pytorch_model.safetensors`` + ``config.json``), loadable
     by the core's loaders and the nodes."""
-    import json
-
     from easyanimate_core.checkpoints import save_state_dict
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_state_dict(folder / "diffusion_pytorch_model.safetensors", state)
-    (folder / "config.json").write_text(json.dumps(model.config, indent=2))
+    save_state_dict(folder / "diffusion_pytorch_model.safetensors", state)  # atomic
+    write_json(folder / "config.json", model.config)
     return folder
+
+
+def write_json(path, data) -> None:
+    """Written to a temporary file and renamed, so a kill never leaves half a config."""
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2))
+    os.replace(temporary, path)
 
 
 # ---------------------------------------------------------------- gradient clipping
@@ -205,10 +212,12 @@ class LossLog:
         if self.path.is_file():
             with self.path.open() as f:
                 rows = [r for r in csv.reader(f)][1:]
-        with self.path.open("w", newline="") as f:
+        temporary = self.path.with_name(self.path.name + ".tmp")  # a kill here keeps the old log whole
+        with temporary.open("w", newline="") as f:
             out = csv.writer(f)
             out.writerow(["step", "name", "value"])
             out.writerows(r for r in rows if int(r[0]) <= start_step)
+        os.replace(temporary, self.path)
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(Path(output_dir) / "tensorboard"), purge_step=start_step + 1)

@@ -21,10 +21,10 @@ is the DiT trainer's.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from training.config import parse_args, with_overrides
+from training.loop import write_json
 from training.train_dit import DEFAULTS as DIT_DEFAULTS
 from training.train_dit import run
 
@@ -78,8 +78,8 @@ def export_lora(model, cfg) -> Path:
     save_state_dict(path, trainable_lora_state_dict(model, lcfg["format"]),
                     metadata={"target": lcfg["target"], "rank": str(lcfg["rank"]), "alpha": str(lcfg["alpha"])})
     if lcfg["format"] == "peft":
-        (out / "adapter_config.json").write_text(json.dumps(
-            {"peft_type": "LORA", "r": int(lcfg["rank"]), "lora_alpha": float(lcfg["alpha"])}, indent=2))
+        write_json(out / "adapter_config.json",
+                   {"peft_type": "LORA", "r": int(lcfg["rank"]), "lora_alpha": float(lcfg["alpha"])})
     return path
 
 
