@@ -8,22 +8,19 @@ of starting the launcher and its two worker processes."""
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import yaml
 from train_helpers import (
+    ROOT,
+    SUBPROCESS_ENV,
     dit_yaml,
     image_dit_config,
     losses,
     make_dataset,
     motion_config,
-    vae_config,
+    vae_yaml,
     write_models,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "tests")}
 
 # the launched script: each argument is one run.py command line, run in order in the same processes
 CHAIN = f"""import shlex, sys
@@ -39,23 +36,19 @@ def _launch_two(script, lines, tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port,
            str(script), *lines]
-    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
+    return subprocess.run(cmd, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
 
 
 def test_two_process_cpu_ddp_vae_then_dit(tmp_path):
     data = make_dataset(tmp_path / "data", videos=2, images=2)
-    vae = {"model": {"config": vae_config()},
-           "loss": {"disc_start": 1, "disc_2d_channels": 8, "disc_2d_layers": 2, "disc_3d_channels": [8, 8]},
-           "data": {"metadata": str(data), "batch_size": 1, "sample_size": 32, "frames": 9},
-           "train": {"output_dir": str(tmp_path / "vae"), "steps": 3, "checkpoint_every": 0}}
-    (tmp_path / "vae.yaml").write_text(yaml.safe_dump(vae))
+    vae = vae_yaml(tmp_path / "vae.yaml", data, tmp_path / "vae", loss={"disc_start": 1}, train={"steps": 3})
     models = write_models(tmp_path / "models")
     dit = dit_yaml(tmp_path / "d.yaml", models, data, tmp_path / "dit", data={"batch_size": 1},
                    model={"config": {**image_dit_config(), **motion_config()}},
                    train={"steps": 3, "lr": 1e-3, "warmup_steps": 4})
     script = tmp_path / "chain.py"
     script.write_text(CHAIN)
-    run = _launch_two(script, [f"vae --config {tmp_path / 'vae.yaml'}", f"dit-full --config {dit}"], tmp_path)
+    run = _launch_two(script, [f"vae --config {vae}", f"dit-full --config {dit}"], tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("weights identical on all 2 processes") == 2, run.stdout[-3000:]
     assert (tmp_path / "vae" / "vae" / "diffusion_pytorch_model.safetensors").is_file()

@@ -1,9 +1,8 @@
 """The shared loop's guarantees: a killed run resumes to exactly the weights of an uninterrupted
-one, a kill during a save leaves the previous checkpoint usable, 2-process CPU DDP ends with
-identical weights on both ranks; and the loop's building blocks (clipping, buckets, clips)."""
+one, a kill during a save leaves the previous checkpoint usable (2-process DDP: test_train_ddp.py);
+and the loop's building blocks (clipping, EMA, buckets, clips)."""
 
 import itertools
-import os
 import signal
 import subprocess
 import sys
@@ -13,30 +12,22 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from train_helpers import (
+    ROOT,
+    SUBPROCESS_ENV,
     dit_yaml,
     image_dit_config,
     losses,
     make_dataset,
     motion_config,
-    vae_config,
+    vae_yaml,
     write_models,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "tests")}
-
 
 def _vae_yaml(tmp_path, meta, out, steps=10):
-    cfg = {"model": {"config": vae_config()},
-           "loss": {"disc_start": 2, "disc_2d_channels": 8, "disc_2d_layers": 2, "disc_3d_channels": [8, 8]},
-           "data": {"metadata": str(meta), "batch_size": 1, "sample_size": 32, "frames": 9},
-           "train": {"output_dir": str(out), "steps": steps, "checkpoint_every": 2, "checkpoints_keep": 10,
-                     "lr": 1e-3}}
-    path = tmp_path / f"{out.name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return str(path)
+    return vae_yaml(tmp_path / f"{out.name}.yaml", meta, out, loss={"disc_start": 2},
+                    train={"steps": steps, "checkpoint_every": 2, "checkpoints_keep": 10, "lr": 1e-3})
 
 
 def _tensors(path):
@@ -64,13 +55,13 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, data):
     from training.loop import complete_checkpoints
 
     straight = tmp_path / "straight"
-    done = subprocess.run(_run_py("vae", "--config", _vae_yaml(tmp_path, data, straight)), env=ENV,
+    done = subprocess.run(_run_py("vae", "--config", _vae_yaml(tmp_path, data, straight)), env=SUBPROCESS_ENV,
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
 
     killed = tmp_path / "killed"
     cfg = _vae_yaml(tmp_path, data, killed)
-    proc = subprocess.Popen(_run_py("vae", "--config", cfg), env=ENV, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_run_py("vae", "--config", cfg), env=SUBPROCESS_ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not complete_checkpoints(killed) and time.time() < deadline and proc.poll() is None:
@@ -80,7 +71,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, data):
     done = complete_checkpoints(killed)
     assert done and int(done[-1].name.split("-")[1]) < 10, "the kill must land mid-run"
 
-    resumed = subprocess.run(_run_py("vae", "--config", cfg, "--resume"), env=ENV, capture_output=True,
+    resumed = subprocess.run(_run_py("vae", "--config", cfg, "--resume"), env=SUBPROCESS_ENV, capture_output=True,
                              text=True, check=False)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stdout

@@ -5,8 +5,7 @@ import shutil
 
 import pytest
 import torch
-import yaml
-from train_helpers import dit_yaml, image_dit_config, make_dataset, motion_config, vae_config, write_models
+from train_helpers import dit_yaml, image_dit_config, make_dataset, motion_config, vae_yaml, write_models
 
 
 @pytest.fixture(scope="module")
@@ -19,11 +18,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
     models = write_models(root / "models")
     data = make_dataset(root / "data", videos=2, images=2)
-    vae_cfg = {"model": {"config": vae_config()}, "loss": {"disc_start": 100},
-               "data": {"metadata": str(data), "batch_size": 1, "sample_size": 32, "frames": 9},
-               "train": {"output_dir": str(root / "vae_run"), "steps": 1, "checkpoint_every": 0}}
-    (root / "vae.yaml").write_text(yaml.safe_dump(vae_cfg))
-    assert vae_main("vae", ["--config", str(root / "vae.yaml")]) == 0
+    vae = vae_yaml(root / "vae.yaml", data, root / "vae_run", loss={"disc_start": 100}, train={"steps": 1})
+    assert vae_main("vae", ["--config", vae]) == 0
     image = dit_yaml(root / "i.yaml", models, data, root / "image_run", model={"config": image_dit_config()},
                      data={"frames": 1}, train={"steps": 1})
     assert dit_main("dit-image", ["--config", image]) == 0

@@ -2,21 +2,14 @@
 
 import pytest
 import torch
-import yaml
-from train_helpers import losses, make_dataset, vae_config
+from train_helpers import losses, make_dataset, vae_yaml
 
 from easyanimate_core.errors import CheckpointError, InputError
 
 
 def _config(tmp_path, meta, **train):
-    cfg = {"model": {"config": vae_config()},
-           "loss": {"disc_start": 3, "disc_2d_channels": 8, "disc_2d_layers": 2, "disc_3d_channels": [8, 8]},
-           "data": {"metadata": str(meta), "batch_size": 2, "sample_size": 32, "frames": 9},
-           "train": {"output_dir": str(tmp_path / "out"), "steps": 4, "checkpoint_every": 0, "lr": 2e-3,
-                     **train}}
-    path = tmp_path / "vae.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return str(path)
+    return vae_yaml(tmp_path / "vae.yaml", meta, tmp_path / "out", data={"batch_size": 2},
+                    train={"lr": 2e-3, **train})
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+# trainer runs in fresh processes (resume after a kill, accelerate launch): one thread, tests importable
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "tests")}
 
 
 def vae_config() -> dict:
@@ -99,19 +104,33 @@ def write_models(root: Path) -> Path:
     return root
 
 
-def dit_yaml(path: Path, models: Path, metadata: Path, output_dir: Path, **sections) -> str:
-    """A DiT/LoRA trainer config for the tiny models; ``sections`` are merged per group."""
+def _write_yaml(path: Path, cfg: dict, sections: dict) -> str:
     import yaml
 
+    for group, values in sections.items():
+        cfg.setdefault(group, {}).update(values)
+    Path(path).write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def dit_yaml(path: Path, models: Path, metadata: Path, output_dir: Path, **sections) -> str:
+    """A DiT/LoRA trainer config for the tiny models; ``sections`` are merged per group."""
     cfg = {"vae": {"pretrained": str(models / "vae")}, "text": {"encoder": str(models)},
            "data": {"metadata": str(metadata), "batch_size": 2, "sample_size": 32, "frames": 8,
                     "buckets": False},
            "train": {"output_dir": str(output_dir), "steps": 4, "checkpoint_every": 0, "lr": 1e-3,
                      "warmup_steps": 0}}
-    for group, values in sections.items():
-        cfg.setdefault(group, {}).update(values)
-    Path(path).write_text(yaml.safe_dump(cfg))
-    return str(path)
+    return _write_yaml(path, cfg, sections)
+
+
+def vae_yaml(path: Path, metadata: Path, output_dir: Path, **sections) -> str:
+    """A VAE trainer config: the tiny VAE, small discriminators, 9-frame clips (lone first frame +
+    one slice); ``sections`` are merged per group."""
+    cfg = {"model": {"config": vae_config()},
+           "loss": {"disc_start": 3, "disc_2d_channels": 8, "disc_2d_layers": 2, "disc_3d_channels": [8, 8]},
+           "data": {"metadata": str(metadata), "batch_size": 1, "sample_size": 32, "frames": 9},
+           "train": {"output_dir": str(output_dir), "steps": 4, "checkpoint_every": 0}}
+    return _write_yaml(path, cfg, sections)
 
 
 def fixed_eval_loss(transformer, models: Path, metadata: Path, frames: int = 1, seed: int = 0) -> float:
