@@ -30,7 +30,8 @@ DEFAULTS = {
               "output_dir": "outputs/vae",
               "lr": 1e-4,
               "betas": [0.5, 0.9],
-              "max_grad_norm": 0.0,        # 0: no clipping (the reference does not clip the VAE)
+              "max_grad_norm": 0.0,        # 0: no clipping (the reference does not clip the VAE); else
+                                           # the DiT's adaptive rule (loop.clip_gradients)
               "ema": True,
               "ema_decay": 0.9999,
               "num_workers": 0},
