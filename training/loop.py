@@ -59,6 +59,10 @@ def mixed_precision(value) -> str:
 
 
 def make_accelerator(train_cfg: dict):
+    for name in ("steps", "log_every", "gradient_accumulation_steps"):  # before any model is built
+        if not isinstance(train_cfg[name], int) or train_cfg[name] < 1:
+            raise InputError(f"train.{name} must be a whole number of at least 1, found {train_cfg[name]!r}; "
+                             f"set e.g. train.{name}=1.")
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
