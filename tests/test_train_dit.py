@@ -78,6 +78,11 @@ def test_dit_motion_trains_only_motion_modules_and_exports_them(setup, image_dit
     exported = load_transformer(str(out / "transformer"))
     x, t, text = torch.randn(1, 4, 3, 4, 4), torch.tensor([500]), torch.randn(1, 5, 32)
     assert torch.allclose(combined(x, t, text), exported(x, t, text), atol=1e-6)
+    # heads and attention types travel in the file's metadata, so "auto" needs no preset
+    from easyanimate_core.models.motion_module import load_motion_module
+
+    auto = load_motion_module(str(out / "motion_module.safetensors"), preset="auto")
+    assert {k: auto.config[k] for k in motion_config()} == motion_config()
 
 
 def test_dit_full_inpaint_with_clip_and_logit_normal(setup, tmp_path):
