@@ -13,8 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 from comfyui_server import child_env
 
 pytestmark = pytest.mark.comfyui

@@ -2,12 +2,8 @@
 it defines shows up in /object_info, and the harness runs a graph end to end."""
 
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 from comfyui_server import PACK_FOLDER, PromptRejected, comfyui_fixture
 
 pytestmark = pytest.mark.comfyui

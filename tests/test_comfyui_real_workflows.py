@@ -12,13 +12,10 @@ Skips without COMFYUI_DIR.
 
 import io
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
 import workflow_builder
 import workflow_format as wf
 from comfyui_server import PACK_FOLDER, comfyui_fixture

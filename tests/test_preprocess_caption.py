@@ -1,18 +1,15 @@
 """Captioning plumbing with tiny random models (their captions are gibberish: only batching,
 fields and sources are checked, never quality)."""
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from synthetic_videos import pan_frames
 
 from easyanimate_core.errors import CheckpointError
 from easyanimate_core.video_io import write_video
 from training.preprocess.caption import ClipCaptioner, SidecarCaptioner, Summarizer, VisionCaptioner
-
-sys.path.insert(0, str(Path(__file__).parent))
-from synthetic_videos import pan_frames
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "in", "this", "video", "a", "cat", "dog", "runs",
          "red", "blue", "sky", "the", "of", "and", "is"] + [f"w{i}" for i in range(30)]

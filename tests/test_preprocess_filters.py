@@ -1,18 +1,14 @@
 """Motion, text and aesthetic scores on synthetic clips and frames."""
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from synthetic_videos import pan_frames, text_frame_set, write_text_clip
 
 from easyanimate_core.errors import CheckpointError
 from easyanimate_core.video_io import write_video
 from training.preprocess import aesthetic, motion, text_score
-
-sys.path.insert(0, str(Path(__file__).parent))
-from synthetic_videos import pan_frames, text_frame_set, write_text_clip
 
 SIZE = (96, 128)
 

@@ -9,14 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+from synthetic_videos import pan_frames, write_corrupt, write_scenes, write_text_clip
 
 from easyanimate_core.video_io import probe_video, write_video
 from training.preprocess import cli
 from training.preprocess.jobs import Shard, read_jsonl, run_stage
 from training.preprocess.metadata import load_metadata
-
-sys.path.insert(0, str(Path(__file__).parent))
-from synthetic_videos import pan_frames, write_corrupt, write_scenes, write_text_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,15 +1,11 @@
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic_videos import write_scenes
 
 from easyanimate_core.errors import InputError
 from easyanimate_core.video_io import probe_video, read_video
 from training.preprocess.split import SplitOptions, detect_cuts, list_sources, plan_clips, split_video
-
-sys.path.insert(0, str(Path(__file__).parent))
-from synthetic_videos import write_scenes
 
 FPS = 10.0
 SCENES = [45, 120, 25, 60]  # 4.5 s, 12 s (-> 10 s + 2 s rest), 2.5 s, 6 s

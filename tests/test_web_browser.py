@@ -17,15 +17,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 import workflow_builder
 import workflow_format as wf
 from comfyui_server import comfyui_fixture
