@@ -144,3 +144,29 @@ def test_shipped_configs_use_known_options(config):
 
     options = _read_yaml(config)
     assert options["prompt"] and set(options) <= set(DEFAULTS)
+
+
+def test_without_a_model_the_embedded_default_and_its_settings_are_used(model, tmp_path, monkeypatch):
+    import shutil
+
+    import training.generate as generate
+
+    shutil.copytree(model, tmp_path / "default")
+    (tmp_path / "default" / "generate.yaml").write_text("width: 32\nheight: 32\nframes: 9\nsteps: 2\nseam: none\n")
+    monkeypatch.setattr(generate, "DEFAULT_MODEL", tmp_path / "default")
+    config = generate.parse(["--prompt", "a red circle"])
+    assert config["model"] == str(tmp_path / "default") and config["frames"] == 9
+    assert generate.parse(["--prompt", "x", "--frames", "17"])["frames"] == 17          # flags still win
+    named = generate.parse(["--prompt", "x", "--model", str(model)])
+    assert named["model"] == str(model) and named["frames"] == generate.DEFAULTS["frames"]
+    out = tmp_path / "clip.mp4"
+    assert main("generate", ["--prompt", "a red circle", "--output", str(out)]) == 0
+    assert read_video(out)[0].shape == (9, 32, 32, 3)
+
+
+def test_a_missing_default_model_says_how_to_get_one(tmp_path, monkeypatch):
+    import training.generate as generate
+
+    monkeypatch.setattr(generate, "DEFAULT_MODEL", tmp_path / "absent")
+    with pytest.raises(CheckpointError, match="demo-train"):
+        generate.parse(["--prompt", "x"])

@@ -95,14 +95,30 @@ def parse(argv) -> dict:
             kind = type(value) if value is not None else str
             parser.add_argument(flag, dest=key, default=None, type=kind)
     args = vars(parser.parse_args(list(argv)))
-    config = dict(DEFAULTS)
     config_file = args.pop("config")
-    if config_file:
-        config.update(_read_yaml(config_file))
-    config.update({k: v for k, v in args.items() if v is not None})
+    chosen = _read_yaml(config_file) if config_file else {}
+    chosen.update({k: v for k, v in args.items() if v is not None})
+    config = dict(DEFAULTS)
+    if not any(chosen.get(key) for key in MODEL_OPTIONS):
+        config.update(default_model_options())
+    config.update(chosen)
     if not config["prompt"]:
         raise InputError("no prompt given; pass --prompt \"...\" or set prompt in the --config file")
     return config
+
+
+# The embedded default model (``run.py demo-train`` reproduces it): used, with the settings it
+# was trained for (its generate.yaml), when no model is named.
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "vdit_default"
+MODEL_OPTIONS = ("model", "transformer", "vae", "text_encoder")
+
+
+def default_model_options() -> dict:
+    if not (DEFAULT_MODEL / "transformer").is_dir():
+        raise CheckpointError(f"no model given and the embedded default model is missing from {DEFAULT_MODEL}; "
+                              f"pass --model <release folder> or rebuild it with 'python training/run.py demo-train'")
+    settings = DEFAULT_MODEL / "generate.yaml"
+    return {"model": str(DEFAULT_MODEL), **(_read_yaml(settings) if settings.is_file() else {})}
 
 
 def _read_yaml(path) -> dict:
