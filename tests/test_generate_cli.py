@@ -149,7 +149,7 @@ def test_shipped_configs_use_known_options(config):
 def test_without_a_model_the_embedded_default_and_its_settings_are_used(model, tmp_path, monkeypatch):
     import shutil
 
-    import training.generate as generate
+    from training import generate
 
     shutil.copytree(model, tmp_path / "default")
     (tmp_path / "default" / "generate.yaml").write_text("width: 32\nheight: 32\nframes: 9\nsteps: 2\nseam: none\n")
@@ -165,7 +165,7 @@ def test_without_a_model_the_embedded_default_and_its_settings_are_used(model, t
 
 
 def test_a_missing_default_model_says_how_to_get_one(tmp_path, monkeypatch):
-    import training.generate as generate
+    from training import generate
 
     monkeypatch.setattr(generate, "DEFAULT_MODEL", tmp_path / "absent")
     with pytest.raises(CheckpointError, match="demo-train"):
