@@ -155,10 +155,10 @@ def test_without_a_model_the_embedded_default_and_its_settings_are_used(model, t
     (tmp_path / "default" / "generate.yaml").write_text("width: 32\nheight: 32\nframes: 9\nsteps: 2\nseam: none\n")
     monkeypatch.setattr(generate, "DEFAULT_MODEL", tmp_path / "default")
     config = generate.parse(["--prompt", "a red circle"])
-    assert config["model"] == str(tmp_path / "default") and config["frames"] == 9
+    assert config["model"] == str(tmp_path / "default") and config["frames"] == 9 and config["threads"] == 1
     assert generate.parse(["--prompt", "x", "--frames", "17"])["frames"] == 17          # flags still win
     named = generate.parse(["--prompt", "x", "--model", str(model)])
-    assert named["model"] == str(model) and named["frames"] == generate.DEFAULTS["frames"]
+    assert named["model"] == str(model) and named["frames"] == generate.DEFAULTS["frames"] and named["threads"] == 0
     out = tmp_path / "clip.mp4"
     assert main("generate", ["--prompt", "a red circle", "--output", str(out)]) == 0
     assert read_video(out)[0].shape == (9, 32, 32, 3)
