@@ -30,6 +30,8 @@ MODELS_DIR_ENV = "VDIT_MODELS_DIR"
 WEIGHT_EXTENSIONS = frozenset({".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"})
 # Files that make a directory a loadable model folder (diffusers / EasyAnimate release layout).
 _MODEL_FOLDER_MARKER = "config.json"
+# The pack's own models (the embedded default model): listed after the user's folders.
+PACK_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 _DIFFUSERS_WEIGHTS_PREFIX = "diffusion_pytorch_model."
 
 # SD1.5 latent -> RGB projection (rows: the 4 latent channels; columns: R, G, B). A cheap
@@ -54,12 +56,13 @@ def _comfy(name: str):
 # ---------------------------------------------------------------------------------------------
 
 def _register_model_folder() -> None:
-    """Add ``models/easyanimate`` to ComfyUI's model folders, keeping paths already registered
-    for the key (extra_model_paths.yaml is applied before custom nodes load)."""
+    """Add ``models/easyanimate`` and the pack's own ``models/`` to ComfyUI's model folders, keeping
+    paths already registered for the key (extra_model_paths.yaml is applied before custom nodes load)."""
     folder_paths = _comfy("folder_paths")
     if folder_paths is None:
         return
     folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER))
+    folder_paths.add_model_folder_path(MODEL_FOLDER, PACK_MODELS)  # the shipped workflows' default model
     extensions = folder_paths.folder_names_and_paths[MODEL_FOLDER][1]
     # A new key starts with an empty set, which ComfyUI reads as "every file". Another pack may
     # have registered the key with a container of its own; leave that one alone.

@@ -122,15 +122,17 @@ def probe(tmp_path_factory):
 
 def test_model_folder_is_registered_next_to_yaml_paths(probe):
     out, base = probe
-    assert out["paths"] == [str(base / "yaml_easyanimate"), str(base / "models" / "easyanimate")]
+    assert out["paths"] == [str(base / "yaml_easyanimate"), str(base / "models" / "easyanimate"), str(ROOT / "models")]
     assert out["extensions_added"]
 
 
 def test_model_files_and_paths_use_comfy_folders(probe):
     out, base = probe
-    assert out["files"] == ["mm.safetensors", "v3/transformer"]
+    shipped = ["vdit_default/motion_lora/pan_left.safetensors", "vdit_default/text_encoder", "vdit_default/transformer", "vdit_default/vae"]
+    assert out["files"] == ["mm.safetensors", "v3/transformer", *shipped]
     assert out["resolved"] == [str(base / "models" / "easyanimate" / "mm.safetensors"),
-                               str(base / "yaml_easyanimate" / "v3" / "transformer")]
+                               str(base / "yaml_easyanimate" / "v3" / "transformer"),
+                               *(str(ROOT / "models" / name) for name in shipped)]
     assert out["missing"].startswith("CheckpointError") and "ComfyUI/models/easyanimate" in out["missing"]
 
 

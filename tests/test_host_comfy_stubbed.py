@@ -96,6 +96,9 @@ def test_devices_come_from_the_memory_manager(host, comfy):
     assert host.offload_device() == torch.device("cpu")
 
 
+SHIPPED_MODEL = ["vdit_default/motion_lora/pan_left.safetensors", "vdit_default/text_encoder", "vdit_default/transformer", "vdit_default/vae"]
+
+
 def test_model_folder_registration_keeps_yaml_paths_and_adds_extensions(host, tmp_path, monkeypatch):
     yaml_dir, models_dir = tmp_path / "yaml_ea", tmp_path / "models"
     folders = {"easyanimate": ([str(yaml_dir)], set())}     # as extra_model_paths.yaml leaves it
@@ -113,13 +116,13 @@ def test_model_folder_registration_keeps_yaml_paths_and_adds_extensions(host, tm
     entry = folders["easyanimate"]
     host._register_model_folder()
     assert folders["easyanimate"] is entry
-    assert entry == ([str(yaml_dir), str(models_dir / "easyanimate")], {".safetensors", ".pt"})
+    assert entry == ([str(yaml_dir), str(models_dir / "easyanimate"), host.PACK_MODELS], {".safetensors", ".pt"})
 
     (yaml_dir / "v3" / "vae").mkdir(parents=True)
     (yaml_dir / "v3" / "vae" / "config.json").write_text("{}")
     (yaml_dir / "mm.safetensors").write_bytes(b"x")
     (yaml_dir / "readme.md").write_text("not a model")
-    assert host.model_files() == ["mm.safetensors", "v3/vae"]
+    assert host.model_files() == ["mm.safetensors", "v3/vae", *SHIPPED_MODEL]  # + the embedded default model
     assert host.model_path("v3/vae") == str(yaml_dir / "v3" / "vae")
     with pytest.raises(ValueError, match="put it in ComfyUI/models/easyanimate"):
         host.model_path("absent.safetensors")
