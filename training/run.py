@@ -25,6 +25,7 @@ COMMANDS = {
     "motion-lora": ("training.train_lora", "train a MotionLoRA on motion-module attention"),
     "domain-adapter": ("training.train_lora", "train a domain adapter on image attention"),
     "demo-train": ("training.demo.chain", "reproduce the embedded default model end to end"),
+    "demo-eval": ("training.demo.evaluate", "score a model folder on held-out prompts of the demo world"),
     "inspect": ("easyanimate_core.checkpoints.cli", "say what a checkpoint file or folder is"),
 }
 
