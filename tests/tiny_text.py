@@ -9,10 +9,11 @@ with T5's special ids (pad 0, eos 1, unk 2) and wrapped as a transformers T5 tok
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import torch
+
+from training.demo.text import D_MODEL, t5_config, train_t5_tokenizer
 
 CORPUS = [
     "a cat sits on the mat in the sun",
@@ -30,33 +31,16 @@ CORPUS = [
     "low quality, blurry, worst quality, deformed, ugly, watermark, text",
     "high quality, masterpiece, best quality, highres, ultra-detailed, fantastic",
 ]
-TEXT_DIM = 32
+TEXT_DIM = D_MODEL
 
 
 def build_tiny_tokenizer(folder, vocab_size: int = 160):
     """Train a unigram SentencePiece model on CORPUS and save it as a T5 tokenizer in ``folder``."""
-    import sentencepiece as spm
-    from transformers import T5TokenizerFast
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    proto = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(CORPUS * 4), model_writer=proto, vocab_size=vocab_size,
-        model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False,
-        character_coverage=1.0, minloglevel=2)
-    (folder / "spiece.model").write_bytes(proto.getvalue())
-    tokenizer = T5TokenizerFast.from_pretrained(str(folder), extra_ids=0)
-    tokenizer.save_pretrained(str(folder))
-    return tokenizer
+    return train_t5_tokenizer(folder, CORPUS * 4, vocab_size)
 
 
 def tiny_t5_config(vocab_size: int):
-    from transformers import T5Config
-
-    return T5Config(vocab_size=vocab_size, d_model=TEXT_DIM, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-                    feed_forward_proj="gated-gelu", relative_attention_num_buckets=32,
-                    is_encoder_decoder=False, use_cache=False, tie_word_embeddings=False)
+    return t5_config(vocab_size)
 
 
 def build_tiny_t5(vocab_size: int, seed: int = 0):

@@ -27,23 +27,29 @@ def corpus() -> list[str]:
     return [scene.caption for scene in world.all_scenes()]
 
 
-def build_tokenizer(folder: Path):
+def train_t5_tokenizer(folder, sentences, vocab_size: int, user_symbols=()):
+    """A SentencePiece unigram model trained on ``sentences``, saved in ``folder`` as a T5
+    tokenizer (pad 0, eos 1, unk 2, as T5); ``user_symbols`` are kept as whole tokens."""
     import sentencepiece as spm
     from transformers import T5TokenizerFast
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    words = sorted({w for caption in corpus() for w in caption.split()})
     proto = io.BytesIO()
-    # whole words as user symbols: every world word is one token whatever the unigram model learns
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(corpus()), model_writer=proto, vocab_size=len(words) + 40,
+        sentence_iterator=iter(sentences), model_writer=proto, vocab_size=vocab_size,
         model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False,
-        user_defined_symbols=words, character_coverage=1.0, minloglevel=2)
+        user_defined_symbols=list(user_symbols), character_coverage=1.0, minloglevel=2)
     (folder / "spiece.model").write_bytes(proto.getvalue())
     tokenizer = T5TokenizerFast.from_pretrained(str(folder), extra_ids=0)
     tokenizer.save_pretrained(str(folder))
     return tokenizer
+
+
+def build_tokenizer(folder: Path):
+    # whole words as user symbols: every world word is one token whatever the unigram model learns
+    words = sorted({w for caption in corpus() for w in caption.split()})
+    return train_t5_tokenizer(folder, corpus(), len(words) + 40, user_symbols=words)
 
 
 def t5_config(vocab_size: int):
