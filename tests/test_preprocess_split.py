@@ -62,6 +62,15 @@ def test_split_exports_frame_exact_clips_with_records(source, tmp_path):
         "show-Scene-001.mp4", "show-Scene-002.mp4", "show-Scene-003.mp4"]  # no partial files left
 
 
+def test_clips_keep_full_colour_resolution_when_asked(source, tmp_path):
+    import av
+
+    folder, _ = source
+    record = split_video(folder, "show.mp4", tmp_path / "clips", SplitOptions(pix_fmt="yuv444p"))
+    with av.open(str(tmp_path / "clips" / record["clips"][0]["file_path"])) as container:
+        assert container.streams.video[0].codec_context.pix_fmt == "yuv444p"
+
+
 def test_options_and_inputs_errors(tmp_path):
     with pytest.raises(InputError, match="one to one"):
         SplitOptions(thresholds=(10.0,), frame_skips=(0, 1))

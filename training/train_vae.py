@@ -55,7 +55,9 @@ DEFAULTS = {
              "frames": 25,                 # 25 = 1 + 3 x 8: lone first frame + three slices
              "stride": 1,
              "buckets": False,
-             "random_frame_crop": False},
+             "random_frame_crop": False,
+             "crop": "random_square"},     # random zoom crops (the reference's); "center" keeps the
+                                           # whole frame, for data whose objects are small in frame
 }
 
 STAGE_DEFAULTS = {
@@ -145,7 +147,9 @@ def main(command: str, argv) -> int:
     entries = data_lib.load_entries(dcfg["metadata"], dcfg["root"])
     plan = data_lib.BatchPlan(entries, dcfg, tcfg["seed"], interval=vae.mini_batch_encoder,
                               rank=accelerator.process_index, world_size=accelerator.num_processes)
-    dataset = data_lib.MediaDataset(entries, dcfg, crop="random_square")
+    if dcfg["crop"] not in ("random_square", "center"):
+        raise InputError(f"data.crop is {dcfg['crop']!r}; use 'random_square' or 'center'.")
+    dataset = data_lib.MediaDataset(entries, dcfg, crop=dcfg["crop"])
     stream = data_lib.BatchStream(plan, dataset, tcfg["num_workers"])
 
     ae, discs, opt_ae, opt_d = accelerator.prepare(ae, discs, opt_ae, opt_d)

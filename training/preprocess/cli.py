@@ -22,7 +22,7 @@ from pathlib import Path
 
 from easyanimate_core.errors import InputError
 from easyanimate_core.progress import console
-from easyanimate_core.video_io import probe_video
+from easyanimate_core.video_io import PIX_FMTS, probe_video
 
 from . import aesthetic, caption, metadata, motion, split, text_score
 from .jobs import Shard, merge_jsonl, read_jsonl, run_stage, shard_files
@@ -47,6 +47,8 @@ def _add_split(p):
     p.add_argument("--min-seconds", type=float, default=3.0, help="shortest clip kept")
     p.add_argument("--max-seconds", type=float, default=10.0, help="longer scenes are cut into pieces this long")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality of the clips (lower is better)")
+    p.add_argument("--pix-fmt", choices=PIX_FMTS, default="yuv420p",
+                   help="pixel format of the clips; yuv444p keeps full-resolution colour (small frames)")
 
 
 def _add_text(p):
@@ -174,7 +176,7 @@ def _report(report) -> None:
 
 def run_split(args, shard: Shard, output) -> None:
     options = split.SplitOptions(tuple(args.thresholds), tuple(args.frame_skips), args.min_scene_frames,
-                                 args.min_seconds, args.max_seconds, args.crf)
+                                 args.min_seconds, args.max_seconds, args.crf, args.pix_fmt)
     root, names = split.list_sources(args.input)
     clips_dir = Path(args.clips_dir)
     work = _per_item(lambda item: split.split_video(root, item["source"], clips_dir, options))

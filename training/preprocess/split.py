@@ -34,6 +34,7 @@ class SplitOptions:
     min_seconds: float = 3.0
     max_seconds: float = 10.0
     crf: int = 18
+    pix_fmt: str = "yuv420p"
 
     def __post_init__(self):
         if len(self.thresholds) != len(self.frame_skips):
@@ -109,7 +110,7 @@ def split_video(root: Path, name: str, clips_dir: Path, options: SplitOptions) -
     partial = [target.with_name(target.stem + ".part.mp4") for target in targets]
     clips = []
     try:
-        seen = _export(path, plan, partial, info.fps, options.crf)
+        seen = _export(path, plan, partial, info.fps, options.crf, options.pix_fmt)
         min_frames = round(options.min_seconds * info.fps)
         for (start, end), part, target in zip(plan, partial, targets):
             if min(end, seen) - start < min_frames:  # the header over-counted the frames
@@ -132,10 +133,10 @@ def split_video(root: Path, name: str, clips_dir: Path, options: SplitOptions) -
             "dropped_scenes": [list(d) for d in dropped], "clips": clips}
 
 
-def _export(path, plan, outputs, fps: float, crf: int) -> int:
+def _export(path, plan, outputs, fps: float, crf: int, pix_fmt: str) -> int:
     """Write each planned range to its output in one sequential decode; returns how many
     frames the source actually had (headers can over-count)."""
-    writers = [VideoWriter(out, fps, crf=crf) for out in outputs]
+    writers = [VideoWriter(out, fps, crf=crf, pix_fmt=pix_fmt) for out in outputs]
     seen, clip = 0, 0
     try:
         for index, frame in iter_frames(path):
