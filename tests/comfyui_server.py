@@ -230,7 +230,23 @@ class ComfyUIServer:
         return self._request(f"/view?{query}")
 
     def interrupt(self) -> None:
+        """POST /interrupt; when it returns, the server has raised its interrupt flag."""
         self._request("/interrupt", {})
+
+    def log_entries(self) -> list[dict]:
+        """The server's recent log lines with their (local wall-clock) times, [{"t": iso, "m": text}];
+        [] from a ComfyUI without GET /internal/logs/raw."""
+        try:
+            return self.get_json("/internal/logs/raw")["entries"]
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return []
+            raise
+
+    def clear_queue(self) -> None:
+        """POST /queue {"clear": true}: drop the pending (not the running) prompts. ComfyUI then
+        broadcasts a ``status`` message even when nothing was pending."""
+        self._request("/queue", {"clear": True})
 
     def free(self, unload_models: bool = True, free_memory: bool = True) -> None:
         self._request("/free", {"unload_models": unload_models, "free_memory": free_memory})
