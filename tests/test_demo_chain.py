@@ -67,7 +67,7 @@ def test_interrupted_training_stage_resumes_from_its_checkpoint(tmp_path, monkey
     cfg["workdir"] = str(tmp_path)
     chain = Chain(cfg)
     calls = []
-    monkeypatch.setattr(chain, "run_command", lambda module, command, argv: calls.append((command, argv)))
+    monkeypatch.setattr(chain, "run_command", lambda module, command, argv, processes=1: calls.append((command, argv)))
     chain.train("dit-full")
     (tmp_path / "runs" / "dit-full" / "checkpoints" / "checkpoint-00000100").mkdir(parents=True)
     chain.train("dit-full")

@@ -159,6 +159,30 @@ def test_trainable_selection_and_low_lr_group():
         select_trainable(model, ["no_such_layer"], [], 1e-4, 0.1)
 
 
+def test_caption_padding_is_cut_without_changing_the_prediction():
+    from types import SimpleNamespace
+
+    from easyanimate_core.models.transformer import VideoTransformer
+    from training.train_dit import Conditioner
+
+    torch.manual_seed(0)
+    config = {**image_dit_config(), **motion_config()}
+    model = VideoTransformer.from_config(config).eval()
+    mask = torch.zeros(2, 120, dtype=torch.long)
+    mask[0, :5], mask[1, :9] = 1, 1
+    batch = {"latent_mean": torch.randn(2, 4, 3, 4, 4), "latent_std": torch.zeros(2, 4, 3, 4, 4),
+             "text_embeds": torch.randn(2, 120, config["caption_channels"]), "text_mask": mask}
+    inputs = Conditioner(SimpleNamespace(scaling_factor=1.0), None, None, "cpu", False)(
+        batch, torch.Generator().manual_seed(0), caption_dropout=0.0)
+    assert inputs["embeds"].shape[1] == inputs["mask"].shape[1] == 9
+    t = torch.tensor([500, 500])
+    with torch.no_grad():
+        padded = model(inputs["latents"], t, batch["text_embeds"], encoder_attention_mask=mask)
+        cut = model(inputs["latents"], t, inputs["embeds"], encoder_attention_mask=inputs["mask"])
+    padded, cut = (x[0] if isinstance(x, (tuple, list)) else x for x in (padded, cut))
+    assert torch.allclose(padded, cut, atol=1e-5)
+
+
 def test_inpaint_masks_follow_the_reference_types():
     from training.train_dit import random_keep_mask
 

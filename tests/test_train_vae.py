@@ -76,6 +76,8 @@ def test_unknown_option_is_one_clear_error(tmp_path, dataset):
         main("vae", ["--config", _config(tmp_path, dataset), "train.log_every=0"])
     with pytest.raises(InputError, match="gradient_accumulation_steps=1"):
         main("vae", ["--config", _config(tmp_path, dataset), "train.gradient_accumulation_steps=2"])
+    with pytest.raises(InputError, match="data.crop is 'zoom'; use 'random_square' or 'center'"):
+        main("vae", ["--config", _config(tmp_path, dataset), "data.crop=zoom"])
 
 
 def _lpips_state(layout):

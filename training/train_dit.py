@@ -202,6 +202,12 @@ class Conditioner:
         if drop.any():
             empty_embeds, empty_mask = self.empty_text()
             embeds[drop], mask[drop] = empty_embeds.to(embeds), empty_mask.to(mask)
+        # T5 pads every caption to its max length (120) and the DiT repeats the text for every
+        # frame; the padding is masked out, so cutting it to the batch's longest caption changes
+        # nothing but the cost (short captions: several times less cross-attention work)
+        longest = int(mask.sum(1).max().clamp(min=1))
+        if not mask[:, longest:].any():  # right padding (T5's); anything else is left as it is
+            embeds, mask = embeds[:, :longest], mask[:, :longest]
         out = {"latents": latents.float(), "embeds": embeds.to(self.device), "mask": mask.to(self.device)}
         if self.inpaint:
             out.update(self.inpaint_inputs(batch, generator))
