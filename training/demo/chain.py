@@ -24,7 +24,8 @@ Every step is the toolkit's own command, run in this process on the synthetic wo
 
 Resumable: a finished stage leaves its output and is skipped on a rerun; a training stage that
 was interrupted continues from its last checkpoint (the trainers' ``--resume``). ``fresh=true``
-starts over. Stage times go to ``workdir/timings.json`` and are printed at the end.
+starts over. ``processes=N`` runs each training stage as N data-parallel processes (accelerate's
+CPU DDP, one thread each; the demo config uses 2, one per core of a 2-core machine). Stage times go to ``workdir/timings.json`` and are printed at the end.
 """
 
 from __future__ import annotations

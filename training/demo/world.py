@@ -38,6 +38,7 @@ MOTIONS = {
 }
 
 SUPERSAMPLE = 4
+RADIUS = (0.14, 0.19)  # shape radius range, a fraction of the shorter side
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def render_scene(scene: Scene, num_frames: int, height: int = 64, width: int = 6
                  seed: int = 0) -> np.ndarray:
     """Render one scene as uint8 frames (F, H, W, 3). The seed picks size, path and speed."""
     rng = random.Random(f"{seed}-{scene.caption}")
-    r = rng.uniform(0.14, 0.19) * min(height, width)
+    r = rng.uniform(*RADIUS) * min(height, width)
     margin = 1.2 * r + 1
     travel_x = (width - 2 * margin) * rng.uniform(0.7, 1.0)
     travel_y = (height - 2 * margin) * rng.uniform(0.7, 1.0)
