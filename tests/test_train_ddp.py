@@ -5,9 +5,6 @@ learning-rate schedule advances once per step whatever the number of processes.
 Both trainers run back to back in one launch (as chained stages would), which halves the cost
 of starting the launcher and its two worker processes."""
 
-import os
-import subprocess
-import sys
 
 import pytest
 from train_helpers import (
@@ -32,11 +29,10 @@ for line in sys.argv[1:]:
 
 
 def _launch_two(script, lines, tmp_path):
-    port = str(29500 + os.getpid() % 1000)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port,
-           str(script), *lines]
-    return subprocess.run(cmd, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
+    from training.loop import launch_data_parallel
+
+    return launch_data_parallel(2, [str(script), *lines], env=SUBPROCESS_ENV, capture_output=True, text=True,
+                                timeout=300, cwd=tmp_path)
 
 
 def test_two_process_cpu_ddp_vae_then_dit(tmp_path):

@@ -225,7 +225,11 @@ class MediaDataset(torch.utils.data.Dataset):
     ``transform``: an optional callable ``(video, generator) -> video`` (camera augmentation).
     """
 
+    CROPS = ("random_square", "center")
+
     def __init__(self, entries, cfg: dict, crop: str = "center", transform=None):
+        if crop not in self.CROPS:
+            raise InputError(f"data.crop is {crop!r}; use 'random_square' or 'center'.")
         self.entries, self.cfg, self.crop, self.transform = entries, cfg, crop, transform
         self.by_kind, self.rank_in_kind = {}, {}
         for i, entry in enumerate(entries):

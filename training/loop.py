@@ -58,6 +58,25 @@ def mixed_precision(value) -> str:
     return value
 
 
+def launch_data_parallel(processes: int, script_args: list[str], env: dict | None = None, **run_options):
+    """``python <script_args>`` as ``processes`` DDP ranks on this machine through accelerate's
+    launcher (without a GPU the trainers form a gloo group on the CPU), one thread per rank.
+    ``env`` entries are added to this process's environment; ``run_options`` go to
+    ``subprocess.run``. Returns its CompletedProcess."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:  # a free port for the process group's rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(port), *script_args]
+    env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.run(command, env=env, check=False, **run_options)
+
+
 def make_accelerator(train_cfg: dict):
     for name in ("steps", "log_every", "gradient_accumulation_steps"):  # before any model is built
         if not isinstance(train_cfg[name], int) or train_cfg[name] < 1:

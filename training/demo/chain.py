@@ -25,7 +25,8 @@ Every step is the toolkit's own command, run in this process on the synthetic wo
 Resumable: a finished stage leaves its output and is skipped on a rerun; a training stage that
 was interrupted continues from its last checkpoint (the trainers' ``--resume``). ``fresh=true``
 starts over. ``processes=N`` runs each training stage as N data-parallel processes (accelerate's
-CPU DDP, one thread each; the demo config uses 2, one per core of a 2-core machine). Stage times go to ``workdir/timings.json`` and are printed at the end.
+CPU DDP, one thread each; the demo config uses 2, one per core of a 2-core machine). Stage times
+go to ``workdir/timings.json`` and are printed at the end.
 """
 
 from __future__ import annotations
@@ -93,7 +94,9 @@ class Chain:
         print(f"[demo]   run.py {command} {' '.join(argv)}" + (f"  ({processes} processes)" if processes > 1 else ""),
               flush=True)
         if processes > 1:
-            code = launch_data_parallel(processes, [command, *argv])
+            from training.loop import launch_data_parallel
+
+            code = launch_data_parallel(processes, [str(ROOT / "training" / "run.py"), command, *argv]).returncode
         else:
             code = import_module(module).main(command, argv)
         if code:
@@ -298,23 +301,6 @@ class Chain:
         *args, marker = args
         function(*args)
         Path(marker).write_text("done\n")
-
-
-def launch_data_parallel(processes: int, run_argv: list[str]) -> int:
-    """``run.py <run_argv>`` as ``processes`` DDP ranks on this machine (accelerate's launcher;
-    without a GPU the trainers form a gloo group on the CPU), one thread per rank."""
-    import os
-    import socket
-    import subprocess
-
-    with socket.socket() as probe:  # a free port for the process group's rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(port), str(ROOT / "training" / "run.py"), *run_argv]
-    return subprocess.run(command, env=env, cwd=os.getcwd(), check=False).returncode
 
 
 def parse(argv) -> dict:
