@@ -234,6 +234,28 @@ def test_sample_that_fails_to_decode_is_replaced_and_counted(tmp_path, capsys):
     assert "unreadable samples were skipped" in capsys.readouterr().out
 
 
+def test_memory_cache_serves_the_same_clips_without_reopening_files(tmp_path):
+    from training.data import BatchPlan, MediaDataset, load_entries
+
+    meta = make_dataset(tmp_path / "d", videos=3, images=1)
+    entries = load_entries(str(meta), None)
+    cfg = {"types": "both", "batch_size": 1, "sample_size": 32, "frames": 8, "stride": 1, "buckets": False,
+           "random_frame_crop": False}
+    items = [batch[0] for batch in BatchPlan(entries, cfg, 0, 8).epoch_batches(0)]
+    plain = [MediaDataset(entries, cfg)[item]["pixels"] for item in items]
+    cached = MediaDataset(entries, {**cfg, "memory_cache_mb": 1})
+    first = [cached[item]["pixels"] for item in items]
+    assert len(cached.decoded) == 3 and cached.cached_bytes == 3 * 12 * 32 * 32 * 3
+    too_small = MediaDataset(entries, {**cfg, "memory_cache_mb": 0.01})  # 10 KiB < one 36 KiB clip
+    assert all(torch.equal(too_small[item]["pixels"], a) for item, a in zip(items, plain))
+    assert not too_small.decoded
+    for path in cached.decoded:  # the cache alone must serve the second epoch
+        Path(path).unlink()
+    second = [cached[item]["pixels"] for item in items]
+    for a, b, c in zip(plain, first, second):
+        assert torch.equal(a, b) and torch.equal(a, c)
+
+
 def test_ema_averages_with_the_warm_up_decay_and_follows_the_model_to_its_device():
     from training.ema import EMA, final_weights
 

@@ -223,6 +223,9 @@ class MediaDataset(torch.utils.data.Dataset):
     "random_square" (a random square of side U(0.25, 1) x the shorter side, resized; the VAE
     trainer). ``static_frames``: take one random frame of a video, repeated (domain adapter).
     ``transform``: an optional callable ``(video, generator) -> video`` (camera augmentation).
+    ``cfg["memory_cache_mb"]``: keep whole decoded videos in memory up to this many MiB, so a small
+    dataset trained for many epochs decodes each file once (opening and decoding a short clip
+    costs more than a small VAE's step on it); files past the budget are decoded every time.
     """
 
     CROPS = ("random_square", "center")
@@ -231,6 +234,9 @@ class MediaDataset(torch.utils.data.Dataset):
         if crop not in self.CROPS:
             raise InputError(f"data.crop is {crop!r}; use 'random_square' or 'center'.")
         self.entries, self.cfg, self.crop, self.transform = entries, cfg, crop, transform
+        self.cache_budget = int(cfg.get("memory_cache_mb", 0) * 2**20)
+        self.decoded: dict[str, np.ndarray] = {}  # file path -> all frames (F, H, W, 3) uint8
+        self.cached_bytes = 0
         self.by_kind, self.rank_in_kind = {}, {}
         for i, entry in enumerate(entries):
             same = self.by_kind.setdefault(entry["type"], [])
@@ -251,7 +257,8 @@ class MediaDataset(torch.utils.data.Dataset):
         else:
             from easyanimate_core.video_io import probe_video, read_video
 
-            total = probe_video(entry["file_path"]).num_frames
+            video = self._cached_video(entry["file_path"])
+            total = len(video) if video is not None else probe_video(entry["file_path"]).num_frames
             if self.cfg.get("static_frames"):
                 pick = int(torch.randint(total, (), generator=generator))
                 indices = [pick] * item.frames
@@ -259,7 +266,7 @@ class MediaDataset(torch.utils.data.Dataset):
                 if total < item.frames:
                     raise InputError(f"{entry['file_path']} has {total} frames, {item.frames} needed")
                 indices = clip_indices(total, item.frames, self.cfg["stride"], generator)
-            frames, _ = read_video(entry["file_path"], indices)
+            frames = video[indices] if video is not None else read_video(entry["file_path"], indices)[0]
         video = _to_tensor(frames)
         if self.crop == "random_square":
             _, _, h, w = video.shape
@@ -276,6 +283,23 @@ class MediaDataset(torch.utils.data.Dataset):
         if self.transform is not None:
             video = self.transform(video, generator)
         return video.clamp(-1, 1)
+
+    def _cached_video(self, path: str):
+        """All frames of ``path`` from the memory cache, decoding it into the cache if it fits;
+        None once the budget is spent (the caller then reads just the frames it needs)."""
+        if path in self.decoded or not self.cache_budget:
+            return self.decoded.get(path)
+        if self.cached_bytes >= self.cache_budget:
+            return None
+        from easyanimate_core.video_io import read_video
+
+        frames = read_video(path)[0]
+        if self.cached_bytes + frames.nbytes > self.cache_budget:
+            self.cached_bytes = self.cache_budget  # full: later files are read frame-wise
+            return frames
+        self.decoded[path] = frames
+        self.cached_bytes += frames.nbytes
+        return frames
 
     def __getitem__(self, item: Item) -> dict:
         kind = self.entries[item.index]["type"]
