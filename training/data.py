@@ -257,8 +257,8 @@ class MediaDataset(torch.utils.data.Dataset):
         else:
             from easyanimate_core.video_io import probe_video, read_video
 
-            video = self._cached_video(entry["file_path"])
-            total = len(video) if video is not None else probe_video(entry["file_path"]).num_frames
+            decoded = self._cached_video(entry["file_path"])
+            total = len(decoded) if decoded is not None else probe_video(entry["file_path"]).num_frames
             if self.cfg.get("static_frames"):
                 pick = int(torch.randint(total, (), generator=generator))
                 indices = [pick] * item.frames
@@ -266,7 +266,7 @@ class MediaDataset(torch.utils.data.Dataset):
                 if total < item.frames:
                     raise InputError(f"{entry['file_path']} has {total} frames, {item.frames} needed")
                 indices = clip_indices(total, item.frames, self.cfg["stride"], generator)
-            frames = video[indices] if video is not None else read_video(entry["file_path"], indices)[0]
+            frames = decoded[indices] if decoded is not None else read_video(entry["file_path"], indices)[0]
         video = _to_tensor(frames)
         if self.crop == "random_square":
             _, _, h, w = video.shape
