@@ -5,7 +5,6 @@ learning-rate schedule advances once per step whatever the number of processes.
 Both trainers run back to back in one launch (as chained stages would), which halves the cost
 of starting the launcher and its two worker processes."""
 
-
 import pytest
 from train_helpers import (
     ROOT,
