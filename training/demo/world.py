@@ -39,6 +39,8 @@ MOTIONS = {
 
 SUPERSAMPLE = 4
 RADIUS = (0.14, 0.19)  # shape radius range, a fraction of the shorter side
+SQUARE_HALF_SIDE = 0.886  # times r: the square has the circle's area
+TRIANGLE_HALF_HEIGHT = 1.15  # times r: the triangle is inscribed in the square of this half-side
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,14 @@ def held_out_split(seed: int = 0, fraction: float = 0.15) -> tuple[list[Scene], 
     return train, test
 
 
-def _coverage(shape: str, cx: float, cy: float, r: float, height: int, width: int) -> np.ndarray:
-    """Fraction of each pixel covered by the shape (4x4 subpixel samples)."""
+def area(shape: str, r: float) -> float:
+    return {"circle": np.pi, "square": (2 * SQUARE_HALF_SIDE) ** 2,
+            "triangle": 2 * TRIANGLE_HALF_HEIGHT ** 2}[shape] * r * r
+
+
+def coverage(shape: str, cx: float, cy: float, r: float, height: int, width: int) -> np.ndarray:
+    """Fraction of each pixel covered by the shape of radius r centred on (cx, cy) (4x4 subpixel
+    samples)."""
     s = SUPERSAMPLE
     offsets = (np.arange(s) + 0.5) / s
     ys = (np.arange(height)[:, None] + offsets[None, :]).reshape(-1)
@@ -79,15 +87,24 @@ def _coverage(shape: str, cx: float, cy: float, r: float, height: int, width: in
     if shape == "circle":
         inside = x * x + y * y <= r * r
     elif shape == "square":
-        side = r * 0.886  # same area as the circle of radius r
+        side = SQUARE_HALF_SIDE * r
         inside = (np.abs(x) <= side) & (np.abs(y) <= side)
     elif shape == "triangle":
-        # upward isosceles triangle inscribed in the square of half-side 1.15 r
-        h = 1.15 * r
+        # upward isosceles triangle: apex at the top, base at the bottom
+        h = TRIANGLE_HALF_HEIGHT * r
         inside = (y <= h) & (y >= -h) & (np.abs(x) <= (y + h) / 2)
     else:
         raise ValueError(f"unknown shape {shape!r}")
     return inside.reshape(height, s, width, s).mean(axis=(1, 3))
+
+
+def template(shape: str, pixel_area: float, cx: float, cy: float, height: int, width: int) -> np.ndarray:
+    """Coverage of the shape with the given area whose centroid is (cx, cy): the reader's
+    candidate for a blob of that area and centroid."""
+    r = np.sqrt(pixel_area / area(shape, 1.0))
+    # a triangle's centroid lies a third of its half-height below the centre of its box
+    below = TRIANGLE_HALF_HEIGHT * r / 3 if shape == "triangle" else 0.0
+    return coverage(shape, cx, cy - below, r, height, width)
 
 
 def render_scene(scene: Scene, num_frames: int, height: int = 64, width: int = 64,
@@ -113,7 +130,7 @@ def render_scene(scene: Scene, num_frames: int, height: int = 64, width: int = 6
         t = i / max(1, num_frames - 1)
         cx = start[0] + (end[0] - start[0]) * t
         cy = start[1] + (end[1] - start[1]) * t
-        alpha = _coverage(scene.shape, cx, cy, r, height, width)[..., None]
+        alpha = coverage(scene.shape, cx, cy, r, height, width)[..., None]
         frames[i] = np.clip(background * (1 - alpha) + color * alpha + 0.5, 0, 255).astype(np.uint8)
     return frames
 
