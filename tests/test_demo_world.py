@@ -36,6 +36,15 @@ def test_reader_reports_nothing_for_an_empty_clip():
     assert reading.background == "gray" and reading.color is None and reading.motion is None
 
 
+def test_reader_names_no_shape_when_no_frame_carries_the_colour():
+    # six dark pixels on gray: far enough from the background to be foreground, nearest to green,
+    # but together less than one pixel's worth of the gray-to-green step, so no frame votes
+    clip = np.full((8, 32, 32, 3), 120, dtype=np.uint8)
+    clip[:, 10:12, 10:13] = 80
+    reading = analysis.read_clip(clip)
+    assert reading.color == "green" and reading.shape is None
+
+
 def test_video_with_cuts_concatenates_scenes():
     scenes = [world.Scene("red", "circle", "left", "gray"), world.Scene("blue", "square", "up", "black")]
     video = world.render_video(scenes, [10, 12], seed=1)
@@ -65,3 +74,13 @@ def test_reader_names_shapes_through_the_blur_a_vae_leaves(shape):
                                   world.Scene("blue", shape, "up", "black")]):
         clip = _gaussian_blur(world.render_scene(scene, 16, 32, 32, seed=seed), sigma=1.0)
         assert analysis.read_clip(clip).shape == shape, scene.caption
+
+
+def test_horizontal_velocity_follows_the_shape_in_pixels_per_frame():
+    from training.demo.evaluate import horizontal_velocity
+
+    scenes = [world.Scene("red", "circle", m, "gray") for m in ("left", "right", "up")]
+    clips = [world.render_scene(s, 16, 32, 32, seed=3) for s in scenes]
+    left, right, up = (horizontal_velocity(c[None]) for c in clips)
+    assert left < -0.5 and right > 0.5 and abs(up) < 0.1
+    assert horizontal_velocity(np.stack(clips[:2])) == pytest.approx((left + right) / 2)

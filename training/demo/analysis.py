@@ -58,29 +58,45 @@ def _shape(frame: np.ndarray, background: np.ndarray, color: np.ndarray) -> str 
     return max(SHAPES, key=iou)
 
 
-def read_clip(frames: np.ndarray) -> ClipReading:
-    """frames: uint8 (F, H, W, 3). Attributes that cannot be read come back as None."""
+@dataclass
+class Foreground:
+    """What differs from the background in each frame of a clip."""
+    background: np.ndarray                 # RGB, the median of every frame's border
+    masks: np.ndarray                      # (F, H, W) bool: pixels far from the background
+    visible: list[int]                     # frames with at least MIN_AREA such pixels
+    centroids: list[tuple[float, float]]   # (x, y) of each visible frame's mask
+
+
+def foreground(frames: np.ndarray) -> Foreground:
+    """frames: (F, H, W, 3), uint8 or float in 0..255."""
     frames = frames.astype(np.float32)
     background = np.median(np.concatenate([_border(f) for f in frames]), axis=0)
     masks = np.linalg.norm(frames - background, axis=-1) > FOREGROUND_DISTANCE
-    areas = masks.reshape(len(frames), -1).sum(1)
-    visible = [i for i in range(len(frames)) if areas[i] >= MIN_AREA]
-    if len(visible) < 2:
-        return ClipReading(_nearest(background, BACKGROUNDS), None, None, None)
-
-    pixels = np.concatenate([frames[i][masks[i]] for i in visible])
-    color = _nearest(np.median(pixels, axis=0), COLORS)
-
-    palette = np.array(COLORS[color], dtype=np.float32)
-    votes = [_shape(frames[i], background, palette) for i in visible]
-    shape = max(SHAPES, key=votes.count)  # ties go to the earlier of SHAPES
-
+    visible = [i for i, mask in enumerate(masks) if mask.sum() >= MIN_AREA]
     centroids = []
     for i in visible:
         ys, xs = np.nonzero(masks[i])
-        centroids.append((xs.mean(), ys.mean()))
+        centroids.append((float(xs.mean()), float(ys.mean())))
+    return Foreground(background, masks, visible, centroids)
 
-    (x0, y0), (x1, y1) = centroids[0], centroids[-1]
+
+def read_clip(frames: np.ndarray) -> ClipReading:
+    """frames: uint8 (F, H, W, 3). Attributes that cannot be read come back as None."""
+    frames = frames.astype(np.float32)
+    fg = foreground(frames)
+    background = _nearest(fg.background, BACKGROUNDS)
+    if len(fg.visible) < 2:
+        return ClipReading(background, None, None, None)
+
+    pixels = np.concatenate([frames[i][fg.masks[i]] for i in fg.visible])
+    color = _nearest(np.median(pixels, axis=0), COLORS)
+
+    palette = np.array(COLORS[color], dtype=np.float32)
+    votes = [_shape(frames[i], fg.background, palette) for i in fg.visible]
+    votes = [v for v in votes if v is not None]
+    shape = max(SHAPES, key=votes.count) if votes else None  # ties go to the earlier of SHAPES
+
+    (x0, y0), (x1, y1) = fg.centroids[0], fg.centroids[-1]
     dx, dy = x1 - x0, y1 - y0
     if max(abs(dx), abs(dy)) < 1.0:
         motion = None
@@ -88,4 +104,4 @@ def read_clip(frames: np.ndarray) -> ClipReading:
         motion = "right" if dx > 0 else "left"
     else:
         motion = "down" if dy > 0 else "up"
-    return ClipReading(_nearest(background, BACKGROUNDS), color, shape, motion)
+    return ClipReading(background, color, shape, motion)

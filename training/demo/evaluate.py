@@ -90,13 +90,11 @@ def prompt_scores(clips: np.ndarray, scenes: list) -> dict:
 
 def horizontal_velocity(clips: np.ndarray) -> float:
     """Mean centroid x velocity (px / frame) of the foreground over clips (the reader's mask)."""
-    from .analysis import FOREGROUND_DISTANCE, _border
+    from .analysis import foreground
 
     speeds = []
-    for clip in clips.astype(np.float32):
-        background = np.median(np.concatenate([_border(f) for f in clip]), axis=0)
-        masks = np.linalg.norm(clip - background, axis=-1) > FOREGROUND_DISTANCE
-        xs = [np.nonzero(m)[1].mean() for m in masks if m.sum() >= 6]
+    for clip in clips:
+        xs = [x for x, _ in foreground(clip).centroids]
         if len(xs) >= 2:
             speeds.append((xs[-1] - xs[0]) / (len(xs) - 1))
     return float(np.mean(speeds)) if speeds else float("nan")
@@ -146,8 +144,8 @@ def table(results: dict) -> str:
         rows.append((f"MotionLoRA {lora['name']}: x velocity without / with (px/frame)",
                      f"{lora['velocity_without']:+.2f} / {lora['velocity_with']:+.2f}", expect))
     s = results["settings"]
-    lines = [f"Held-out prompts: {results['prompts']['clips']} clips ({s['sampler']}, {s['steps']} steps, "
-             f"CFG {s['cfg']}, {s['frames']} frames {s['size']}x{s['size']}); generation {s['seconds']:.1f} s",
+    lines = [(f"Held-out prompts: {results['prompts']['clips']} clips ({s['sampler']}, {s['steps']} steps, "
+              f"CFG {s['cfg']}, {s['frames']} frames {s['size']}x{s['size']}); generation {s['seconds']:.1f} s"),
              "", "| metric | value | target |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines)
