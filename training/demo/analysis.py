@@ -69,7 +69,7 @@ class Foreground:
 
 def foreground(frames: np.ndarray) -> Foreground:
     """frames: (F, H, W, 3), uint8 or float in 0..255."""
-    frames = frames.astype(np.float32)
+    frames = np.asarray(frames, dtype=np.float32)  # no copy when read_clip already converted
     background = np.median(np.concatenate([_border(f) for f in frames]), axis=0)
     masks = np.linalg.norm(frames - background, axis=-1) > FOREGROUND_DISTANCE
     visible = [i for i, mask in enumerate(masks) if mask.sum() >= MIN_AREA]
