@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from train_helpers import losses, make_dataset, vae_yaml
+from train_helpers import losses, make_dataset, vae_config, vae_yaml
 
 from easyanimate_core.errors import CheckpointError, InputError
 
@@ -63,6 +63,37 @@ def test_stage2_trains_decoder_only(tmp_path, dataset):
     from training.train_vae import command_defaults
     assert command_defaults("vae-decoder")["loss"]["l2_weight"] == 1.0
     assert command_defaults("vae-decoder")["loss"]["l1_weight"] == 0.0
+
+
+@pytest.mark.parametrize("slice_mode", [True, False])
+def test_inflated_vae_is_its_image_model_run_frame_by_frame(slice_mode):
+    """After inflate_from_stills only the tap a still reaches is left in every temporal kernel (the
+    centre in slice mode, the newest in causal mode, holding the sum of the taps), a still encodes
+    as before, and a clip holding that still for 9 frames encodes to the still's latent in every
+    latent frame and decodes to its decoding in every frame."""
+    from easyanimate_core.models.vae import VideoVAE
+    from easyanimate_core.models.vae.layers import CausalConv3d
+    from training.train_vae import inflate_from_stills
+
+    torch.manual_seed(0)
+    vae = VideoVAE.from_config({**vae_config(), "slice_compression_vae": slice_mode}).eval()
+    still = torch.rand(1, 3, 1, 32, 32) * 2 - 1
+    clip = still.expand(-1, -1, 9, -1, -1)
+    with torch.no_grad():
+        z_still = vae.encode(still).mode()
+        if slice_mode:  # zero-padded random taps see the clip's other frames: not the still's latent
+            random_taps = vae.encode(clip).mode()
+            assert not torch.allclose(random_taps, z_still.expand_as(random_taps), atol=1e-3)
+        inflate_from_stills(vae)
+        kept = 1 if slice_mode else 2
+        convs = [m for m in vae.modules() if isinstance(m, CausalConv3d)]
+        assert convs and all(not c.weight[:, :, [t for t in range(3) if t != kept]].any() for c in convs)
+        torch.testing.assert_close(vae.encode(still).mode(), z_still)
+        latents = vae.encode(clip).mode()
+        assert latents.shape[2] == 3
+        torch.testing.assert_close(latents, z_still.expand_as(latents))
+        frames = vae.decode(latents)
+        torch.testing.assert_close(frames, vae.decode(z_still).expand_as(frames))
 
 
 def test_unknown_option_is_one_clear_error(tmp_path, dataset):
