@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from training.demo import captioner, world
 
@@ -33,6 +34,10 @@ def test_chain_writes_a_model_folder_in_the_published_layouts(smoke_run):
     assert transformer.config["basic_block_type"] == "global_motionmodule"   # stage 2 put motion modules in
     vae = load_vae(model / "vae")
     assert vae.scaling_factor != 1.0                                          # calibrated, not the placeholder
+    stage1 = yaml.safe_load((root / "work" / "configs" / "vae.yaml").read_text())["model"]
+    assert stage1["inflate"] and stage1["pretrained"] == str(root / "work" / "runs" / "vae-image" / "vae")
+    still_stage = yaml.safe_load((root / "work" / "configs" / "vae-image.yaml").read_text())
+    assert still_stage["data"]["types"] == "image" and not still_stage["model"].get("inflate")
     layers = linear_layers(transformer)
     lora = load_lora(str(model / "motion_lora" / "pan_left.safetensors"), layers, kind="motion_lora")
     assert lora.pairs and all("attn_temporal" in name for name in lora.pairs)
@@ -60,8 +65,9 @@ def test_rerun_skips_every_finished_stage(smoke_run, capsys):
 
 
 def test_interrupted_training_stage_resumes_from_its_checkpoint(tmp_path, monkeypatch):
-    from training.demo.chain import DEFAULTS, Chain
     import copy
+
+    from training.demo.chain import DEFAULTS, Chain
 
     cfg = copy.deepcopy(DEFAULTS)
     cfg["workdir"] = str(tmp_path)

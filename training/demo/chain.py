@@ -12,7 +12,9 @@ Every step is the toolkit's own command, run in this process on the synthetic wo
   metadata     preprocess metadata -> metadata.json; stills (middle frames, PNG) -> images.json
   text-encoder the tiny T5 + world tokenizer (demo/text.py), never trained
   vae-init     the VAE's starting weights (posterior std starts small, see init_vae)
-  vae          VAE stage 1 (whole model, images + clips)
+  vae-image    VAE stage 1 on stills only: an image autoencoder first, as the released VAE began
+               from Stable Diffusion's
+  vae          VAE stage 1 (whole model, images + clips), from vae-image inflated to video
   vae-decoder  VAE stage 2 (decoder only)
   vae-scale    scaling_factor = 1 / latent std of the training clips
   dit-image    DiT stage 1: image model on stills
@@ -57,11 +59,11 @@ DEFAULTS = {
     "evaluate": True,                  # run the evaluator at the end
     "world": {"videos": 40, "scenes_per_video": 4, "frames_per_scene": [28, 36], "size": 64, "fps": 8},
     "preprocess": {"split": [], "text": [], "motion": []},   # extra CLI options per stage
-    "stages": {"vae": {}, "vae-decoder": {}, "dit-image": {}, "dit-motion": {}, "dit-full": {},
+    "stages": {"vae-image": {}, "vae": {}, "vae-decoder": {}, "dit-image": {}, "dit-motion": {}, "dit-full": {},
                "motion-lora": {}},
     "eval": {},                        # options of training/demo/evaluate.py
 }
-TRAINING_STAGES = ("vae", "vae-decoder", "dit-image", "dit-motion", "dit-full", "motion-lora")
+TRAINING_STAGES = ("vae-image", "vae", "vae-decoder", "dit-image", "dit-motion", "dit-full", "motion-lora")
 
 
 class Chain:
@@ -161,11 +163,13 @@ class Chain:
         models = self.work / "models"
         out = self.work / "runs" / stage
         cfg = copy.deepcopy(self.cfg["stages"][stage])
-        if stage == "vae":  # the architecture comes with vae_init's config.json
+        if stage.startswith("vae"):  # the architecture comes with vae_init's config.json
             cfg.get("model", {}).pop("config", None)
         paths = {
+            "vae-image": {"data": {"metadata": str(self.data / "images.json"), "types": "image"},
+                          "model": {"pretrained": str(self.work / "models" / "vae_init")}},
             "vae": {"data": {"metadata": str(self.data / "all.json")},
-                    "model": {"pretrained": str(self.work / "models" / "vae_init")}},
+                    "model": {"pretrained": str(self.work / "runs" / "vae-image" / "vae"), "inflate": True}},
             "vae-decoder": {"data": {"metadata": str(self.data / "all.json")},
                             "model": {"pretrained": str(self.work / "runs" / "vae" / "vae")}},
             "dit-image": {"data": {"metadata": str(self.data / "images.json")}},
@@ -198,9 +202,10 @@ class Chain:
         argv = ["--config", str(config_file)]
         if complete_checkpoints(out):
             argv += ["--resume", "latest"]
-        module = {"vae": "training.train_vae", "vae-decoder": "training.train_vae",
-                  "motion-lora": "training.train_lora"}.get(stage, "training.train_dit")
-        self.run_command(module, stage, argv, self.cfg["processes"])
+        module = "training.train_vae" if stage.startswith("vae") else \
+            {"motion-lora": "training.train_lora"}.get(stage, "training.train_dit")
+        command = "vae" if stage == "vae-image" else stage  # the image VAE is VAE stage 1 on stills
+        self.run_command(module, command, argv, self.cfg["processes"])
 
     def init_vae(self) -> None:
         """Random weights, except that the posterior's log-variance starts at -8 (std 0.02)
@@ -251,8 +256,9 @@ class Chain:
 
     def done_marker(self, stage: str) -> Path:
         out = self.work / "runs" / stage
-        return {"vae": out / "vae" / "config.json", "vae-decoder": out / "vae" / "config.json",
-                "motion-lora": out / "motion_lora.safetensors"}.get(stage, out / "transformer" / "config.json")
+        if stage.startswith("vae"):
+            return out / "vae" / "config.json"
+        return out / ("motion_lora.safetensors" if stage == "motion-lora" else "transformer/config.json")
 
     # ------------------------------------------------------------ the whole chain
 
