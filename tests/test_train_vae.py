@@ -167,3 +167,21 @@ def test_discriminators_judge_real_and_fake_batches_separately():
     assert torch.allclose(fake_2d, alone_2d, atol=1e-6) and torch.allclose(fake_3d, alone_3d, atol=1e-6)
     mixed = discs.d2d(torch.cat([real, fake]).transpose(1, 2).flatten(0, 1))[5:]
     assert not torch.allclose(mixed, alone_2d, atol=1e-3)   # what a shared batch would have given
+
+
+def test_edge_term_weighs_a_blurred_edge_not_a_flat_shift():
+    """The edge term is zero for an error that is the same everywhere (a colour shift) and adds to
+    the NLL where the reconstruction softens an edge."""
+    from training.losses import VAELoss, spatial_gradient_l1
+
+    video = -torch.ones(1, 3, 2, 8, 8)
+    video[..., :, 4:] = 1                                      # a vertical edge
+    shifted = video + 0.1
+    blurred = video.clone()
+    blurred[..., :, 3:5] = 0                                   # the edge smeared over two columns
+    assert spatial_gradient_l1(video - shifted).abs().max() == 0
+    assert spatial_gradient_l1(video - blurred)[..., :, 2:5].gt(0).all()
+
+    plain, edge = VAELoss(l2_weight=1.0), VAELoss(l2_weight=1.0, edge_weight=3.0)
+    assert torch.allclose(edge.nll(video, shifted)[0], plain.nll(video, shifted)[0])
+    assert edge.nll(video, blurred)[0] > plain.nll(video, blurred)[0] + 1

@@ -44,6 +44,7 @@ DEFAULTS = {
     "loss": {"l1_weight": 1.0, "l2_weight": 0.0,
              "perceptual_weight": 1.0,
              "perceptual_weights": "",     # local LPIPS/VGG16 file; empty: perceptual term off
+             "edge_weight": 0.0,           # L1 on the residual's spatial gradient (losses.spatial_gradient_l1)
              "kl_weight": 1e-6,
              "disc_weight": 0.5,
              "disc_start": 50001,          # discriminators (and the GAN term) start at this step
@@ -162,7 +163,7 @@ def main(command: str, argv) -> int:
     # the layout is internal: exports and checkpoints hold the same values
     vae = build_vae(mcfg).to(memory_format=torch.channels_last_3d)
     discs = VideoDiscriminators(lcfg["disc_2d_channels"], lcfg["disc_2d_layers"], lcfg["disc_3d_channels"])
-    loss_fn = VAELoss(lcfg["l1_weight"], lcfg["l2_weight"], lcfg["perceptual_weight"])
+    loss_fn = VAELoss(lcfg["l1_weight"], lcfg["l2_weight"], lcfg["perceptual_weight"], lcfg["edge_weight"])
     perceptual = build_perceptual(lcfg, accelerator)
     params = dict(vae.named_parameters())
     if mcfg["last_layer"] not in params:
