@@ -35,9 +35,10 @@ class VAELoss(nn.Module):
     def nll(self, video, recon, perceptual=None):
         """Summed Gaussian NLL per frame, i.e. divided by B * F (frames folded into the batch).
         ``perceptual``: the (frozen) LPIPS network, or None for no perceptual term."""
-        rec = self.l1_weight * (video - recon).abs() + self.l2_weight * (video - recon).pow(2)
+        residual = video - recon
+        rec = self.l1_weight * residual.abs() + self.l2_weight * residual.pow(2)
         if self.edge_weight > 0:
-            rec = rec + self.edge_weight * spatial_gradient_l1(video - recon)
+            rec = rec + self.edge_weight * spatial_gradient_l1(residual)
         frames = video.shape[0] * video.shape[2]
         if perceptual is not None and self.perceptual_weight > 0:
             x = video.transpose(1, 2).flatten(0, 1)
