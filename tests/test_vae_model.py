@@ -90,6 +90,29 @@ def test_zero_padding_in_slice_mode_replicate_in_causal_mode():
     assert conv(x, SLICE).flatten().tolist() == [2.0, 3.0, 4.0, 0.0]
 
 
+@pytest.mark.parametrize("mode", [CAUSAL, FIRST_FRAME, SLICE])
+@pytest.mark.parametrize("stride,pad_bottom_right", [(1, False), ((2, 2, 2), True), ((1, 2, 2), True)])
+def test_a_lone_frame_convolves_as_its_padded_clip_would(mode, stride, pad_bottom_right):
+    """One frame takes a 2-D shortcut (the kernel's taps summed, or its centre tap); output and
+    gradients must be those of the 3-D convolution over the frame padded as the mode pads it."""
+    torch.manual_seed(0)
+    conv = CausalConv3d(4, 6, stride=stride, padding=0 if pad_bottom_right else 1)
+    x = torch.randn(2, 4, 1, 8, 8, requires_grad=True)
+    y = conv(x, mode, pad_bottom_right=pad_bottom_right)
+    y.square().sum().backward()
+    got = (y.detach(), x.grad, conv.weight.grad)
+
+    x.grad = conv.weight.grad = None
+    padded = torch.nn.functional.pad(x, (0, 1, 0, 1) if pad_bottom_right else (0, 0, 0, 0))
+    padded = (torch.cat([padded] * 3, dim=2) if mode == CAUSAL
+              else torch.nn.functional.pad(padded, (0, 0, 0, 0, 1, 1)))
+    want = torch.nn.functional.conv3d(padded, conv.weight, conv.bias, conv.stride, conv.padding)
+    want.square().sum().backward()
+    assert y.shape == want.shape and y.shape[2] == 1
+    for a, b in zip(got, (want.detach(), x.grad, conv.weight.grad)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_temporal_upsampling_per_mode():
     up = SpatialUpsampler3D(4, temporal=True)
     x = torch.randn(1, 4, 3, 2, 2)
