@@ -54,3 +54,14 @@ def test_resume_flag_forms():
     assert parse_args("x", ["--resume", "ckpt/checkpoint-00000010"], defaults, "")[1] == "ckpt/checkpoint-00000010"
     cfg, resume = parse_args("x", ["--resume", "train.steps=5"], defaults, "")
     assert resume == "latest" and cfg["train"]["steps"] == 5
+
+
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    """PyYAML alone reads 2e-3 (no dot) as a string, which reached Adam as lr='2e-3'."""
+    from training.config import parse_args
+
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  lr: 1e-4\n  betas: [0.5, 9E-1]\n  name: 1e4x\n")
+    defaults = {"train": {"lr": 0.0, "betas": [], "name": "", "steps": 1, "decay": 0.0}}
+    cfg, _ = parse_args("x", ["--config", str(config), "train.decay=-2.5e-3", "train.steps=3"], defaults, "")
+    assert cfg["train"] == {"lr": 1e-4, "betas": [0.5, 0.9], "name": "1e4x", "steps": 3, "decay": -2.5e-3}

@@ -15,11 +15,26 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 from pathlib import Path
 
 import yaml
 
 from easyanimate_core.errors import InputError
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2's floats: PyYAML follows YAML 1.1, where a float needs a dot, so
+    ``lr: 1e-4`` and ``lr=2e-3`` would arrive as the strings '1e-4' and '2e-3'."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                              re.compile(r"^[-+]?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+                              list("-+.0123456789"))
+
+
+def load_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)
 
 
 def free_form_groups(defaults: dict, prefix: str = "") -> set:
@@ -62,7 +77,7 @@ def parse_override(item: str) -> dict:
         raise InputError(f"command-line option {item!r} is not of the form key=value; "
                          f"write e.g. lr=1e-4 (or use --config FILE).")
     key, text = item.split("=", 1)
-    value = yaml.safe_load(text) if text.strip() else ""
+    value = load_yaml(text) if text.strip() else ""
     for part in reversed(key.strip().split(".")):
         value = {part: value}
     return value
@@ -74,7 +89,7 @@ def read_yaml_options(yaml_path) -> dict:
     if not path.is_file():
         raise InputError(f"config file {yaml_path} does not exist; pass an existing YAML file "
                          f"(the shipped ones are in training/configs/).")
-    loaded = yaml.safe_load(path.read_text()) or {}
+    loaded = load_yaml(path.read_text()) or {}
     if not isinstance(loaded, dict):
         raise InputError(f"config file {yaml_path} must hold a mapping of options, found "
                          f"{type(loaded).__name__}; write it as 'key: value' lines.")
