@@ -210,6 +210,24 @@ def test_progressive_resolution_schedule(tmp_path, data):
     assert plan.unreadable == 1
 
 
+def test_data_parallel_ranks_take_batches_of_one_type_in_each_step(tmp_path):
+    """A step waits for its slowest rank: a still batch must not run beside a clip batch."""
+    from training.data import BatchPlan, load_entries
+
+    entries = load_entries(str(make_dataset(tmp_path / "d", videos=7, images=9)), None)
+    cfg = {"types": "both", "batch_size": 1, "sample_size": 32, "frames": 8, "stride": 1, "buckets": False,
+           "random_frame_crop": False}
+    for epoch in range(4):
+        ranks = [BatchPlan(entries, cfg, 0, 8, rank=r, world_size=2).epoch_batches(epoch) for r in (0, 1)]
+        assert len(ranks[0]) == len(ranks[1]) == 7  # 3 video steps + 4 image steps; a lone batch waits out
+        kinds = [[entries[batch[0].index]["type"] for batch in rank] for rank in ranks]
+        assert kinds[0] == kinds[1] and set(kinds[0]) == {"image", "video"}
+        used = [batch[0].index for rank in ranks for batch in rank]
+        assert len(set(used)) == len(used)
+    single = BatchPlan(entries, cfg, 0, 8).epoch_batches(0)
+    assert len(single) == 16  # one process: every batch, in the shuffled order
+
+
 def test_sample_that_fails_to_decode_is_replaced_and_counted(tmp_path, capsys):
     import json
 

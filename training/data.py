@@ -71,7 +71,8 @@ class BatchPlan:
     """Which items each rank trains on, batch by batch, epoch by epoch.
 
     All ranks compute the same global list of batches for an epoch and take every
-    ``world_size``-th one, cut to the same count, so every rank runs the same number of steps.
+    ``world_size``-th one, so every rank runs the same number of steps, and the ``world_size``
+    batches of one step come from the same bucket (type, aspect ratio).
     """
 
     def __init__(self, entries: list[dict], cfg: dict, seed: int, interval: int,
@@ -153,13 +154,23 @@ class BatchPlan:
                 if len(group) == self.cfg["batch_size"]:
                     batches.append((self._bucket(index), list(group)))
                     group.clear()
-            per_rank = len(batches) // self.world_size
+            # The ranks of one step take batches of one bucket: a step waits for its slowest rank,
+            # so a still batch beside a clip batch would idle for the clip's time (an 8-frame clip
+            # costs a small VAE ~4 stills). A bucket's last batches short of a step are left out.
+            steps, waiting = [], {}
+            for key, indices in batches:
+                same = waiting.setdefault(key, [])
+                same.append((key, indices))
+                if len(same) == self.world_size:
+                    steps.extend(same)
+                    same.clear()
+            per_rank = len(steps) // self.world_size
             if per_rank == 0:
-                raise InputError(f"the data gives {len(batches)} full batches per epoch, fewer than the "
-                                 f"{self.world_size} processes; lower data.batch_size, add samples, or "
-                                 f"turn off data.buckets.")
+                raise InputError(f"the data gives {len(batches)} full batches per epoch, too few for one step "
+                                 f"of {self.world_size} processes with a bucket each; lower data.batch_size, "
+                                 f"add samples, or turn off data.buckets.")
             self._grouped = {e: v for e, v in self._grouped.items() if e >= epoch - 1}
-            self._grouped[epoch] = batches[:per_rank * self.world_size]
+            self._grouped[epoch] = steps
             self._per_rank[epoch] = per_rank
         return self._grouped[epoch]
 
