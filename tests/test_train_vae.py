@@ -44,6 +44,16 @@ def test_gan_terms_start_at_disc_start_and_bad_samples_are_skipped(tmp_path, dat
     assert len(losses(tmp_path / "out", "d_weight")) == 1
 
 
+def test_learning_rate_follows_the_schedule(tmp_path, dataset):
+    from training.train_vae import main
+
+    cfg = _config(tmp_path, dataset, steps=8, lr_schedule="cosine", warmup_steps=2, log_every=1)
+    assert main("vae", ["--config", cfg, "loss.disc_start=100"]) == 0
+    lr = losses(tmp_path / "out", "lr")  # logged before each step's scheduler update
+    assert lr[:3] == pytest.approx([1e-3, 2e-3, 2e-3])
+    assert all(a > b for a, b in zip(lr[2:], lr[3:])) and lr[-1] < 0.1 * lr[2]
+
+
 def test_stage2_trains_decoder_only(tmp_path, dataset):
     from safetensors.torch import load_file
 

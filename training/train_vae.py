@@ -22,7 +22,7 @@ from easyanimate_core.errors import InputError
 from training import data as data_lib
 from training.config import parse_args, with_overrides
 from training.ema import EMA, final_weights
-from training.loop import LOOP_DEFAULTS, clip_gradients, make_accelerator, train
+from training.loop import LOOP_DEFAULTS, clip_gradients, lr_schedule, make_accelerator, train
 from training.loop import export_model_folder as export_vae  # the name training/demo imports
 
 DEFAULTS = {
@@ -30,6 +30,8 @@ DEFAULTS = {
               "output_dir": "outputs/vae",
               "lr": 1e-4,
               "betas": [0.5, 0.9],
+              "lr_schedule": "constant",   # or constant_with_warmup, cosine (loop.lr_schedule)
+              "warmup_steps": 0,
               "max_grad_norm": 0.0,        # 0: no clipping (the reference does not clip the VAE); else
                                            # the DiT's adaptive rule (loop.clip_gradients)
               "ema": True,
@@ -173,6 +175,8 @@ def main(command: str, argv) -> int:
     trainable = [p for p in vae.parameters() if p.requires_grad] + [loss_fn.logvar]
     opt_ae = torch.optim.Adam(trainable, lr=tcfg["lr"], betas=tuple(tcfg["betas"]))
     opt_d = torch.optim.Adam(discs.parameters(), lr=lcfg["disc_lr"], betas=tuple(tcfg["betas"]))
+    # stepped by the loop's step count, outside accelerate (as in the DiT trainer)
+    scheduler = lr_schedule(opt_ae, tcfg["lr_schedule"], tcfg["warmup_steps"], tcfg["steps"])
     ema = EMA(vae, tcfg["ema_decay"]) if tcfg["ema"] else None
 
     entries = data_lib.load_entries(dcfg["metadata"], dcfg["root"])
@@ -198,7 +202,7 @@ def main(command: str, argv) -> int:
             kl = kl.float().sum() / video.shape[0]
             loss = nll + lcfg["kl_weight"] * kl
             logs = {"loss/nll": nll.detach(), "loss/rec": rec, "loss/kl": kl.detach(),
-                    "logvar": loss_fn.logvar.detach()}
+                    "logvar": loss_fn.logvar.detach(), "lr": scheduler.get_last_lr()[0]}
             if gan_on:
                 plain_discs.requires_grad_(False)
                 g_loss = generator_adversarial(*plain_discs(recon)[0])
@@ -211,6 +215,7 @@ def main(command: str, argv) -> int:
             loss_fn.logvar.grad = accelerator.reduce(loss_fn.logvar.grad, "mean")
         clip_gradients(accelerator, trainable, step, tcfg["max_grad_norm"])
         opt_ae.step()
+        scheduler.step()
         opt_ae.zero_grad(set_to_none=True)
         if gan_on:
             with accelerator.autocast():
@@ -243,7 +248,7 @@ def main(command: str, argv) -> int:
         out = write_video(Path(tcfg["output_dir"]) / "validation" / f"step-{step:08d}.mp4", frames, fps=8)
         accelerator.print(f"validation step {step}: PSNR {float(psnr):.2f} dB -> {out}")
 
-    objects = [loss_fn] + ([ema] if ema is not None else [])
+    objects = [loss_fn, scheduler] + ([ema] if ema is not None else [])
     train(accelerator, tcfg, stream, step_fn, checkpoint_objects=objects, export=export,
           validate=validate, resume=resume, models=[ae, discs])
     return 0
