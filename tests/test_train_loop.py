@@ -199,6 +199,31 @@ def test_clip_sampling_stays_inside_the_middle_of_the_video():
     assert clip_indices(10, 8, 4, g)[-1] <= 9     # short video: the stride shrinks to fit
 
 
+def test_a_list_of_strides_gives_each_clip_one_of_them(tmp_path):
+    import json
+
+    import numpy as np
+
+    from easyanimate_core.errors import InputError
+    from easyanimate_core.video_io import write_video
+    from training.data import Item, MediaDataset, load_entries
+
+    frames = np.repeat(np.arange(0, 240, 6, dtype=np.uint8)[:, None, None, None], 16 * 16 * 3).reshape(40, 16, 16, 3)
+    write_video(tmp_path / "ramp.mp4", frames, fps=8, crf=0, pix_fmt="yuv444p")  # lossless: frame i is 6 i
+    (tmp_path / "m.json").write_text(json.dumps([{"file_path": "ramp.mp4", "text": "", "type": "video"}]))
+    entries = load_entries(str(tmp_path / "m.json"), None)
+    cfg = {"types": "video", "sample_size": 16, "frames": 8, "stride": [1, 3]}
+    dataset = MediaDataset(entries, cfg)
+    steps = set()
+    for k in range(20):
+        index = (dataset[Item(0, 16, 16, 8, (k,))]["pixels"][0, :, 0, 0] + 1) * 127.5 / 6
+        steps |= set(index.diff().round().int().tolist())
+    assert steps == {1, 3}
+    for bad in (0, [], [2, 0], 1.5):
+        with pytest.raises(InputError, match="data.stride"):
+            MediaDataset(entries, {**cfg, "stride": bad})
+
+
 def test_progressive_resolution_schedule(tmp_path, data):
     from training.data import BatchPlan, load_entries
 

@@ -230,6 +230,7 @@ def clip_indices(num_frames: int, count: int, stride: int, generator) -> list[in
 class MediaDataset(torch.utils.data.Dataset):
     """Loads planned :class:`Item` s as ``{"pixels": (3, F, H, W), "text": str, "type": str}``.
 
+    ``cfg["stride"]``: the frame step of a clip, or a list of steps of which each clip draws one.
     ``crop``: "center" (resize to cover the bucket, center crop; the DiT trainers) or
     "random_square" (a random square of side U(0.25, 1) x the shorter side, resized; the VAE
     trainer). ``static_frames``: take one random frame of a video, repeated (domain adapter).
@@ -245,6 +246,11 @@ class MediaDataset(torch.utils.data.Dataset):
         if crop not in self.CROPS:
             raise InputError(f"data.crop is {crop!r}; use 'random_square' or 'center'.")
         self.entries, self.cfg, self.crop, self.transform = entries, cfg, crop, transform
+        stride = cfg.get("stride", 1)
+        self.strides = list(stride) if isinstance(stride, (list, tuple)) else [stride]
+        if not self.strides or not all(isinstance(s, int) and s >= 1 for s in self.strides):
+            raise InputError(f"data.stride is {stride!r}; give a whole number of frames >= 1, or a list of them "
+                             f"(each clip then takes one, so motion is seen at several speeds).")
         self.cache_budget = int(cfg.get("memory_cache_mb", 0) * 2**20)
         self.decoded: dict[str, np.ndarray] = {}  # file path -> all frames (F, H, W, 3) uint8
         self.cached_bytes = 0
@@ -276,7 +282,9 @@ class MediaDataset(torch.utils.data.Dataset):
             else:
                 if total < item.frames:
                     raise InputError(f"{entry['file_path']} has {total} frames, {item.frames} needed")
-                indices = clip_indices(total, item.frames, self.cfg["stride"], generator)
+                stride = self.strides[int(torch.randint(len(self.strides), (), generator=generator))] \
+                    if len(self.strides) > 1 else self.strides[0]
+                indices = clip_indices(total, item.frames, stride, generator)
             frames = decoded[indices] if decoded is not None else read_video(entry["file_path"], indices)[0]
         video = _to_tensor(frames)
         if self.crop == "random_square":

@@ -70,7 +70,7 @@ DEFAULTS = {
              "sample_size": 512,
              "resolution_schedule": [],      # [[from_step, size], ...] progressive resolution
              "frames": 144,
-             "stride": 1,
+             "stride": 1,                    # frame step within a clip; a list: each clip draws one
              "buckets": True,
              "random_frame_crop": False,
              "static_frames": False},

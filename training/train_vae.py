@@ -58,7 +58,7 @@ DEFAULTS = {
              "batch_size": 1,
              "sample_size": 256,
              "frames": 25,                 # 25 = 1 + 3 x 8: lone first frame + three slices
-             "stride": 1,
+             "stride": 1,                  # frame step within a clip; a list: each clip draws one
              "buckets": False,
              "random_frame_crop": False,
              "crop": "random_square",      # random zoom crops (the reference's); "center" keeps the
