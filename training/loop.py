@@ -189,6 +189,14 @@ def write_json(path, data) -> None:
 
 # ---------------------------------------------------------------- gradient clipping
 
+def fused_adam(parameters) -> bool:
+    """Whether Adam / AdamW can take its fused kernel (one call updates every tensor) for these
+    parameters. The per-tensor loop it replaces is a fixed cost per tensor that a small model
+    feels: on one CPU core the demo DiT's AdamW update takes ~3 ms fused against ~17 ms, and a
+    whole demo DiT / VAE training step runs 1.09x / 1.06x faster (bench/bench_optimizer.py)."""
+    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in parameters)
+
+
 def clip_gradients(accelerator, parameters, step: int, max_grad_norm: float, warmup_steps: int = 1000,
                    initial_ratio: float = 5.0):
     """The v3 reference's adaptive clipping. The threshold starts at ``initial_ratio x

@@ -26,6 +26,7 @@ from training.loop import (
     LOOP_DEFAULTS,
     clip_gradients,
     export_model_folder,
+    fused_adam,
     lr_schedule,
     make_accelerator,
     mixed_precision,
@@ -324,7 +325,8 @@ def run(command: str, cfg: dict, resume, adapt=None, export=None, transform=None
     if deepspeed is not None:  # we feed batches ourselves, so DeepSpeed cannot infer the micro-batch
         deepspeed.deepspeed_config["train_micro_batch_size_per_gpu"] = dcfg["batch_size"]
     optimizer = torch.optim.AdamW(groups, lr=tcfg["lr"], betas=tuple(tcfg["betas"]),
-                                  weight_decay=tcfg["weight_decay"], eps=tcfg["adam_eps"])
+                                  weight_decay=tcfg["weight_decay"], eps=tcfg["adam_eps"],
+                                  fused=fused_adam(p for group in groups for p in group["params"]))
     scheduler = lr_schedule(optimizer, tcfg["lr_schedule"], tcfg["warmup_steps"], tcfg["steps"])
     ema = EMA(model, tcfg["ema_decay"]) if tcfg["ema"] else None
     # the scheduler stays outside accelerate, which would step it once per process per step (N-times

@@ -22,7 +22,7 @@ from easyanimate_core.errors import InputError
 from training import data as data_lib
 from training.config import parse_args, with_overrides
 from training.ema import EMA, final_weights
-from training.loop import LOOP_DEFAULTS, clip_gradients, lr_schedule, make_accelerator, train
+from training.loop import LOOP_DEFAULTS, clip_gradients, fused_adam, lr_schedule, make_accelerator, train
 from training.loop import export_model_folder as export_vae  # the name training/demo imports
 
 DEFAULTS = {
@@ -173,8 +173,10 @@ def main(command: str, argv) -> int:
                          f"name the decoder's output convolution weight.")
     ae = Autoencode(vae)
     trainable = [p for p in vae.parameters() if p.requires_grad] + [loss_fn.logvar]
-    opt_ae = torch.optim.Adam(trainable, lr=tcfg["lr"], betas=tuple(tcfg["betas"]))
-    opt_d = torch.optim.Adam(discs.parameters(), lr=lcfg["disc_lr"], betas=tuple(tcfg["betas"]))
+    opt_ae = torch.optim.Adam(trainable, lr=tcfg["lr"], betas=tuple(tcfg["betas"]),
+                              fused=fused_adam(trainable))
+    opt_d = torch.optim.Adam(discs.parameters(), lr=lcfg["disc_lr"], betas=tuple(tcfg["betas"]),
+                             fused=fused_adam(discs.parameters()))
     # stepped by the loop's step count, outside accelerate (as in the DiT trainer)
     scheduler = lr_schedule(opt_ae, tcfg["lr_schedule"], tcfg["warmup_steps"], tcfg["steps"])
     ema = EMA(vae, tcfg["ema_decay"]) if tcfg["ema"] else None
