@@ -59,7 +59,9 @@ class OpenCVTextDetector:
             for (x, y, w, h, area), half_stroke, grey in zip(stats[1:], stroke[1:], level[1:]):
                 if not shortest <= h <= self.max_height_fraction * height or not 0.08 <= w / h <= 2.5:
                     continue
-                if not 0.1 <= area / (w * h) <= 0.85 or 2 * half_stroke > self.max_stroke * h:
+                # a lone upright stroke ('l', 'I', '1': antialiased fonts draw them solid) is a glyph
+                solid_limit = 1.0 if w <= 0.35 * h else 0.85
+                if not 0.1 <= area / (w * h) <= solid_limit or 2 * half_stroke > self.max_stroke * h:
                     continue  # not glyph-like: too sparse, too solid, or a blob rather than strokes
                 found.append((int(x), int(y), int(w), int(h), float(grey)))
         return found
