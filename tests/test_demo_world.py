@@ -84,3 +84,16 @@ def test_horizontal_velocity_follows_the_shape_in_pixels_per_frame():
     left, right, up = (horizontal_velocity(c[None]) for c in clips)
     assert left < -0.5 and right > 0.5 and abs(up) < 0.1
     assert horizontal_velocity(np.stack(clips[:2])) == pytest.approx((left + right) / 2)
+
+
+def test_demo_tokenizer_gives_one_id_per_world_word(tmp_path):
+    from transformers import AutoTokenizer
+
+    from training.demo import text
+
+    text.build_tokenizer(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path))   # as the pipeline loads it, from disk
+    caption = "a red circle moves to the left on a gray background"
+    ids = tokenizer(caption).input_ids
+    assert len(ids) == len(caption.split()) + 1 and ids[-1] == tokenizer.eos_token_id
+    assert tokenizer.unk_token_id not in ids and len(set(ids[:-1])) == len(set(caption.split()))

@@ -31,7 +31,7 @@ def train_t5_tokenizer(folder, sentences, vocab_size: int, user_symbols=()):
     """A SentencePiece unigram model trained on ``sentences``, saved in ``folder`` as a T5
     tokenizer (pad 0, eos 1, unk 2, as T5); ``user_symbols`` are kept as whole tokens."""
     import sentencepiece as spm
-    from transformers import T5TokenizerFast
+    from transformers import AddedToken, T5TokenizerFast
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -42,6 +42,10 @@ def train_t5_tokenizer(folder, sentences, vocab_size: int, user_symbols=()):
         user_defined_symbols=list(user_symbols), character_coverage=1.0, minloglevel=2)
     (folder / "spiece.model").write_bytes(proto.getvalue())
     tokenizer = T5TokenizerFast.from_pretrained(str(folder), extra_ids=0)
+    # transformers releases differ on whether SentencePiece's user symbols become added tokens
+    # (5.25 leaves them to the unigram model, which puts a lone '▁' before each word); adding
+    # them here gives every release the same ids: one per word, as the DiT was trained on
+    tokenizer.add_tokens([AddedToken(symbol, normalized=False) for symbol in user_symbols])
     tokenizer.save_pretrained(str(folder))
     return tokenizer
 
