@@ -45,6 +45,8 @@ def test_chain_writes_a_model_folder_in_the_published_layouts(smoke_run):
     results = json.loads((root / "work" / "evaluation.json").read_text())
     assert set(results["prompts"]["accuracy"]) == {"color", "shape", "motion", "background", "all"}
     assert results["prompts"]["clips"] == 2 and "lora" in results
+    made_for = yaml.safe_load((model / "generate.yaml").read_text())   # what users get is what was scored
+    assert made_for["seam"] == results["settings"]["seam"] == "blend"
     # the metadata the DiT trained on never holds a held-out caption
     _, held = world.held_out_split(seed=0)
     rows = json.loads((root / "work" / "data" / "all.json").read_text())

@@ -57,7 +57,7 @@ def load_components(model: Path, lora_strength: float = 0.0, lora: Path | None =
 
 
 def generate_clips(components, prompts: list[str], seed: int, steps: int, cfg: float, sampler: str,
-                   frames: int = 16, size: int = 32, batch: int = 27) -> np.ndarray:
+                   frames: int = 16, size: int = 32, seam: str = "none", batch: int = 27) -> np.ndarray:
     """(N, F, H, W, 3) uint8 clips, generated ``batch`` prompts at a time."""
     from easyanimate_core.sampling.pipeline import generate
 
@@ -66,7 +66,7 @@ def generate_clips(components, prompts: list[str], seed: int, steps: int, cfg: f
         chunk = prompts[start:start + batch]
         with torch.no_grad():
             video = generate(components, chunk, "", width=size, height=size, frames=frames, steps=steps,
-                             cfg=cfg, sampler=sampler, seed=seed + start)
+                             cfg=cfg, sampler=sampler, seed=seed + start, seam=seam)
         out.append((video.permute(0, 2, 3, 4, 1).clamp(0, 1) * 255).round().to(torch.uint8).numpy())
     return np.concatenate(out)
 
@@ -145,7 +145,8 @@ def table(results: dict) -> str:
                      f"{lora['velocity_without']:+.2f} / {lora['velocity_with']:+.2f}", expect))
     s = results["settings"]
     lines = [(f"Held-out prompts: {results['prompts']['clips']} clips ({s['sampler']}, {s['steps']} steps, "
-              f"CFG {s['cfg']}, {s['frames']} frames {s['size']}x{s['size']}); generation {s['seconds']:.1f} s"),
+              f"CFG {s['cfg']}, {s['frames']} frames {s['size']}x{s['size']}, seams {s['seam']}); "
+              f"generation {s['seconds']:.1f} s"),
              "", "| metric | value | target |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines)
@@ -153,7 +154,7 @@ def table(results: dict) -> str:
 
 def evaluate_model(model, output=None, steps: int = 20, cfg: float = 5.0, sampler: str = "dpmpp_2m",
                    seeds: int = 1, lora_strength: float = 1.0, frames: int = 16, size: int = 32,
-                   videos: int = 0, limit: int = 0) -> dict:
+                   seam: str = "none", videos: int = 0, limit: int = 0) -> dict:
     """Score a model folder; ``output`` (JSON path) also gets ``<stem>.md`` with the table and,
     with ``videos`` > 0, that many generated clips as mp4 for a look. ``limit`` scores only the
     first held-out scenes (smoke tests)."""
@@ -164,17 +165,17 @@ def evaluate_model(model, output=None, steps: int = 20, cfg: float = 5.0, sample
     prompts = [scene.caption for scene in scenes]
     components = load_components(model)
     began = time.perf_counter()
-    clips = generate_clips(components, prompts, 1234, steps, cfg, sampler, frames, size)
+    clips = generate_clips(components, prompts, 1234, steps, cfg, sampler, frames, size, seam)
     seconds = time.perf_counter() - began
     results = {"model": str(model),
                "settings": {"steps": steps, "cfg": cfg, "sampler": sampler, "seeds": seeds, "frames": frames,
-                            "size": size, "seconds": seconds},
+                            "size": size, "seam": seam, "seconds": seconds},
                "prompts": prompt_scores(clips, scenes),
                "vae": vae_scores(components.vae, sorted(set(scenes), key=lambda s: s.caption), frames, size)}
     loras = sorted((model / "motion_lora").glob("*.safetensors")) if (model / "motion_lora").is_dir() else []
     if loras and lora_strength:
         with_lora = load_components(model, lora_strength, loras[0])
-        lora_clips = generate_clips(with_lora, prompts, 1234, steps, cfg, sampler, frames, size)
+        lora_clips = generate_clips(with_lora, prompts, 1234, steps, cfg, sampler, frames, size, seam)
         results["lora"] = {"name": loras[0].stem, "strength": lora_strength,
                            "velocity_without": horizontal_velocity(clips),
                            "velocity_with": horizontal_velocity(lora_clips)}
@@ -202,6 +203,8 @@ def main(command: str, argv) -> int:
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's generate.yaml)")
     parser.add_argument("--cfg", type=float, default=None, help="guidance scale (default: generate.yaml)")
     parser.add_argument("--sampler", default=None, help="sampler (default: generate.yaml)")
+    parser.add_argument("--seam", default=None, choices=["none", "blend", "smooth"],
+                        help="slice seams of the decode (default: generate.yaml)")
     parser.add_argument("--seeds", type=int, default=1, help="clips per held-out prompt")
     parser.add_argument("--lora-strength", type=float, default=1.0, help="0 skips the MotionLoRA check")
     parser.add_argument("--output", default=None, help="results JSON (the table goes next to it as .md)")
@@ -213,5 +216,6 @@ def main(command: str, argv) -> int:
     evaluate_model(args.model, args.output, args.steps or made_for.get("steps", 20),
                    args.cfg if args.cfg is not None else made_for.get("cfg", 5.0),
                    args.sampler or made_for.get("sampler", "dpmpp_2m"), args.seeds, args.lora_strength,
-                   frames=made_for.get("frames", 16), size=made_for.get("width", 32), videos=args.videos)
+                   frames=made_for.get("frames", 16), size=made_for.get("width", 32),
+                   seam=args.seam or made_for.get("seam", "none"), videos=args.videos)
     return 0

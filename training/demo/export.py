@@ -77,7 +77,8 @@ def generation_defaults(cfg: dict) -> str:
     e = cfg["eval"]
     return yaml.safe_dump({"width": size, "height": size, "frames": e.get("frames", 16), "fps": cfg["world"]["fps"],
                            "steps": e.get("steps", 20), "cfg": e.get("cfg", 5.0),
-                           "sampler": e.get("sampler", "dpmpp_2m"), "negative": "", "seam": "none"},
+                           "sampler": e.get("sampler", "dpmpp_2m"), "negative": "",
+                           "seam": e.get("seam", "none")},
                           sort_keys=False)
 
 
