@@ -3,6 +3,7 @@ small, and the generate command makes a clip of the right length from it."""
 
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -44,3 +45,11 @@ def test_shipped_motion_lora_changes_only_motion_modules():
     assert changed and all(".attn_temporal." in k for k in changed)
     applied.remove()
     assert all(torch.equal(v, before[k]) for k, v in transformer.state_dict().items())
+
+
+def test_demo_eval_names_the_seam_options_on_a_wrong_one(capsys):
+    from training.demo.evaluate import main
+
+    with pytest.raises(SystemExit):
+        main("demo-eval", ["--seam", "soft"])
+    assert "'none', 'blend', 'smooth'" in capsys.readouterr().err

@@ -197,13 +197,15 @@ def evaluate_model(model, output=None, steps: int = 20, cfg: float = 5.0, sample
 def main(command: str, argv) -> int:
     import yaml
 
+    from easyanimate_core.models.vae import SEAM_OPTIONS
+
     parser = argparse.ArgumentParser(prog=f"run.py {command}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(Path(__file__).resolve().parents[2] / "models" / "vdit_default"),
                         help="model folder (default: the shipped demo model)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's generate.yaml)")
     parser.add_argument("--cfg", type=float, default=None, help="guidance scale (default: generate.yaml)")
     parser.add_argument("--sampler", default=None, help="sampler (default: generate.yaml)")
-    parser.add_argument("--seam", default=None, choices=["none", "blend", "smooth"],
+    parser.add_argument("--seam", default=None, choices=SEAM_OPTIONS,
                         help="slice seams of the decode (default: generate.yaml)")
     parser.add_argument("--seeds", type=int, default=1, help="clips per held-out prompt")
     parser.add_argument("--lora-strength", type=float, default=1.0, help="0 skips the MotionLoRA check")
