@@ -164,6 +164,20 @@ def test_without_a_model_the_embedded_default_and_its_settings_are_used(model, t
     assert read_video(out)[0].shape == (9, 32, 32, 3)
 
 
+def test_a_named_model_folder_brings_its_own_settings(model, tmp_path):
+    """A folder demo-train wrote elsewhere (output=...) generates at the size it was trained for,
+    not at the release defaults (512x512: minutes on a CPU for a 32x32 model)."""
+    import shutil
+
+    from training import generate
+
+    shutil.copytree(model, tmp_path / "mine")
+    (tmp_path / "mine" / "generate.yaml").write_text("width: 32\nheight: 32\nframes: 9\nsteps: 2\n")
+    config = generate.parse(["--prompt", "x", "--model", str(tmp_path / "mine")])
+    assert (config["width"], config["frames"], config["steps"]) == (32, 9, 2)
+    assert generate.parse(["--prompt", "x", "--model", str(tmp_path / "mine"), "--frames", "17"])["frames"] == 17
+
+
 def test_a_missing_default_model_says_how_to_get_one(tmp_path, monkeypatch):
     from training import generate
 

@@ -102,6 +102,8 @@ def parse(argv) -> dict:
     config = dict(DEFAULTS)
     if not any(chosen.get(key) for key in MODEL_OPTIONS):
         config.update(default_model_options())
+    elif chosen.get("model"):
+        config.update(model_settings(Path(chosen["model"])))
     config.update(chosen)
     if not config["prompt"]:
         raise InputError("no prompt given; pass --prompt \"...\" or set prompt in the --config file")
@@ -118,10 +120,16 @@ def default_model_options() -> dict:
     if not (DEFAULT_MODEL / "transformer").is_dir():
         raise CheckpointError(f"no model given and the embedded default model is missing from {DEFAULT_MODEL}; "
                               f"pass --model <release folder> or rebuild it with 'python training/run.py demo-train'")
-    settings = DEFAULT_MODEL / "generate.yaml"
     # one thread: on a model this small, syncing a second thread costs more than it computes
     # (measured 0.3 s vs 30 s for 20 steps with the other core busy)
-    return {"model": str(DEFAULT_MODEL), "threads": 1, **(_read_yaml(settings) if settings.is_file() else {})}
+    return {"model": str(DEFAULT_MODEL), "threads": 1, **model_settings(DEFAULT_MODEL)}
+
+
+def model_settings(model: Path) -> dict:
+    """The settings a model folder was made for: its generate.yaml (``demo-train`` writes one,
+    e.g. 32x32 frames), or none. Options given on the command line or in --config win."""
+    settings = model / "generate.yaml"
+    return _read_yaml(settings) if settings.is_file() else {}
 
 
 def _read_yaml(path) -> dict:
