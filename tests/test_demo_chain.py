@@ -101,3 +101,23 @@ def test_captioner_reads_clips_and_keeps_held_out_prompts_unseen():
     assert captioner.caption_clip(world.render_scene(held[0], 16, seed=5)) == (None, "held_out")
     still = np.full((8, 64, 64, 3), 120, np.uint8)
     assert captioner.caption_clip(still) == (None, "unreadable")
+
+
+def test_sharded_preprocess_writes_the_file_one_process_writes(tmp_path):
+    """With processes=2 a preprocess stage runs as two shards merged afterwards; the chain's later
+    stages (and so the model) must see the same file as from one process."""
+    import copy
+
+    from training.demo.chain import DEFAULTS, Chain
+
+    cfg = copy.deepcopy(DEFAULTS)
+    cfg.update(workdir=str(tmp_path / "world"), world={**cfg["world"], "videos": 3, "size": 32})
+    Chain(cfg).render_world()
+    written = {}
+    for processes in (1, 2):
+        chain = Chain({**cfg, "workdir": str(tmp_path / f"p{processes}"), "processes": processes})
+        out = tmp_path / f"p{processes}" / "split.jsonl"
+        argv = ["--input", str(tmp_path / "world" / "raw"), "--clips-dir", str(out.parent / "clips")]
+        chain.preprocess("split", argv, out, "source")
+        written[processes] = out.read_text()
+    assert written[2] == written[1] and written[1].count("\n") == 3

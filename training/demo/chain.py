@@ -27,7 +27,8 @@ Every step is the toolkit's own command, run in this process on the synthetic wo
 Resumable: a finished stage leaves its output and is skipped on a rerun; a training stage that
 was interrupted continues from its last checkpoint (the trainers' ``--resume``). ``fresh=true``
 starts over. ``processes=N`` runs each training stage as N data-parallel processes (accelerate's
-CPU DDP, one thread each; the demo config uses 2, one per core of a 2-core machine). Stage times
+CPU DDP, one thread each; the demo config uses 2, one per core of a 2-core machine), and the
+split, text and motion stages as N shards merged into the file one process writes. Stage times
 go to ``workdir/timings.json`` and are printed at the end.
 """
 
@@ -55,7 +56,7 @@ DEFAULTS = {
     "seed": 0,
     "fresh": False,                    # delete workdir first
     "processes": 1,                    # training stages as N data-parallel processes (CPU DDP
-                                       # through accelerate), one thread each; >1 uses more cores
+                                       # through accelerate), one thread each, and split/text/motion as N shards
     "evaluate": True,                  # run the evaluator at the end
     "world": {"videos": 40, "scenes_per_video": 4, "frames_per_scene": [28, 36], "size": 64, "fps": 8},
     "preprocess": {"split": [], "text": [], "motion": []},   # extra CLI options per stage
@@ -133,9 +134,18 @@ class Chain:
             write_video(raw / f"world_{v:04d}.mp4", frames, fps=w["fps"], crf=0, pix_fmt="yuv444p")
         (raw / "done.json").write_text(json.dumps({"videos": w["videos"]}))
 
-    def preprocess(self, stage: str, argv: list[str]) -> None:
+    def preprocess(self, stage: str, argv: list[str], output: Path | None = None, key: str = "file_path") -> None:
+        """One preprocess stage. One that writes a .jsonl ``output`` runs as ``processes`` shards
+        (each takes every Nth item), merged into ``output`` afterwards: the file one process
+        writes, since the merge sorts by ``key`` and the stages take their items in that order."""
+        from training.preprocess.jobs import merge_jsonl, shard_files
+
+        processes = self.cfg["processes"] if output is not None else 1
+        argv = [stage] + argv + ([] if output is None else ["--output", str(output)])
         self.run_command("training.preprocess.cli", "preprocess",
-                         [stage] + argv + [str(a) for a in self.cfg["preprocess"].get(stage, [])])
+                         argv + [str(a) for a in self.cfg["preprocess"].get(stage, [])], processes)
+        if processes > 1:
+            merge_jsonl(shard_files(output), output, key)
 
     def caption(self) -> None:
         """The world's captioner: what the reader sees in a clip, said as the world says it."""
@@ -271,13 +281,13 @@ class Chain:
         d = self.data
         self.stage("world", self.work / "raw" / "done.json", self.render_world)
         self.stage("split", d / "split.done", lambda: self._mark(
-            self.preprocess, "split", ["--input", str(self.work / "raw"), "--clips-dir", str(d / "clips"),
-                                       "--output", str(d / "split.jsonl")], d / "split.done"))
+            self.preprocess, "split", ["--input", str(self.work / "raw"), "--clips-dir", str(d / "clips")],
+            d / "split.jsonl", "source", d / "split.done"))
         for name in ("text", "motion"):
             previous = d / ("split.jsonl" if name == "text" else "text.jsonl")
             self.stage(name, d / f"{name}.done", lambda name=name, previous=previous: self._mark(
-                self.preprocess, name, ["--input", str(previous), "--output", str(d / f"{name}.jsonl"),
-                                        "--data-root", str(d / "clips")], d / f"{name}.done"))
+                self.preprocess, name, ["--input", str(previous), "--data-root", str(d / "clips")],
+                d / f"{name}.jsonl", "file_path", d / f"{name}.done"))
         self.stage("caption", d / "caption.done", lambda: self._mark(self.caption, d / "caption.done"))
         self.stage("metadata", d / "all.json", self.metadata)
         models = self.work / "models"
