@@ -166,7 +166,7 @@ def test_without_a_model_the_embedded_default_and_its_settings_are_used(model, t
 
 def test_a_named_model_folder_brings_its_own_settings(model, tmp_path):
     """A folder demo-train wrote elsewhere (output=...) generates at the size it was trained for,
-    not at the release defaults (512x512: minutes on a CPU for a 32x32 model)."""
+    not at the release defaults (672x672, 144 frames: minutes on a CPU for a 32x32 model)."""
     import shutil
 
     from training import generate

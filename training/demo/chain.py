@@ -56,7 +56,8 @@ DEFAULTS = {
     "seed": 0,
     "fresh": False,                    # delete workdir first
     "processes": 1,                    # training stages as N data-parallel processes (CPU DDP
-                                       # through accelerate), one thread each, and split/text/motion as N shards
+                                       # through accelerate), one thread each; split, text and
+                                       # motion as N shards
     "evaluate": True,                  # run the evaluator at the end
     "world": {"videos": 40, "scenes_per_video": 4, "frames_per_scene": [28, 36], "size": 64, "fps": 8},
     "preprocess": {"split": [], "text": [], "motion": []},   # extra CLI options per stage
