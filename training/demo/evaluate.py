@@ -195,9 +195,8 @@ def evaluate_model(model, output=None, steps: int = 20, cfg: float = 5.0, sample
 
 
 def main(command: str, argv) -> int:
-    import yaml
-
     from easyanimate_core.models.vae import SEAM_OPTIONS
+    from training.generate import model_settings
 
     parser = argparse.ArgumentParser(prog=f"run.py {command}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(Path(__file__).resolve().parents[2] / "models" / "vdit_default"),
@@ -212,8 +211,7 @@ def main(command: str, argv) -> int:
     parser.add_argument("--output", default=None, help="results JSON (the table goes next to it as .md)")
     parser.add_argument("--videos", type=int, default=0, help="also write this many generated clips")
     args = parser.parse_args(list(argv))
-    defaults_file = Path(args.model) / "generate.yaml"
-    made_for = yaml.safe_load(defaults_file.read_text()) if defaults_file.is_file() else {}
+    made_for = model_settings(Path(args.model))
     torch.set_num_threads(1)  # the machine is shared; more threads only spin
     evaluate_model(args.model, args.output, args.steps or made_for.get("steps", 20),
                    args.cfg if args.cfg is not None else made_for.get("cfg", 5.0),
