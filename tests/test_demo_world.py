@@ -86,6 +86,19 @@ def test_horizontal_velocity_follows_the_shape_in_pixels_per_frame():
     assert horizontal_velocity(np.stack(clips[:2])) == pytest.approx((left + right) / 2)
 
 
+def test_prompt_scores_give_shape_accuracy_per_kind():
+    """The per-kind split shows which shape fails: clips whose squares are drawn as circles
+    score 0 % on squares while the other kinds stay at 100 %."""
+    from training.demo.evaluate import prompt_scores
+
+    scenes = [world.Scene("red", shape, "left", "gray") for shape in world.SHAPES]
+    drawn = [world.Scene("red", "circle" if s.shape == "square" else s.shape, "left", "gray") for s in scenes]
+    clips = np.stack([world.render_scene(s, 16, 32, 32, seed=5) for s in drawn])
+    scores = prompt_scores(clips, scenes)
+    assert scores["shape_by_kind"] == {"circle": 1.0, "square": 0.0, "triangle": 1.0}
+    assert scores["accuracy"]["shape"] == pytest.approx(2 / 3)
+
+
 def test_demo_tokenizer_gives_one_id_per_world_word(tmp_path):
     from transformers import AutoTokenizer
 
