@@ -121,3 +121,28 @@ def test_sharded_preprocess_writes_the_file_one_process_writes(tmp_path):
         chain.preprocess("split", argv, out, "source")
         written[processes] = out.read_text()
     assert written[2] == written[1] and written[1].count("\n") == 3
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "demo_30min.yaml"])
+def test_shipped_demo_configs_build_a_vae_and_dit_that_fit_together(name):
+    """Each chain config's VAE turns a 16-frame 32x32 clip into latents its DiT (with the motion
+    modules of stage 2) takes, and the DiT's output has the VAE's latent shape (eps and variance)."""
+    import torch
+
+    from easyanimate_core.models.transformer import VideoTransformer
+    from easyanimate_core.models.vae import VideoVAE
+    from training.demo.chain import parse
+
+    cfg = parse(["--config", str(SMOKE.parent / name)])
+    stages = cfg["stages"]
+    torch.manual_seed(0)
+    vae = VideoVAE.from_config(dict(stages["vae"]["model"]["config"])).eval()
+    dit = VideoTransformer.from_config({**stages["dit-image"]["model"]["config"],
+                                        **stages["dit-motion"]["model"]["motion_config"]}).eval()
+    size = cfg["world"]["size"]
+    with torch.no_grad():
+        latents = vae.encode(torch.zeros(1, 3, 16, size, size)).mode()
+        out = dit(latents, timestep=torch.tensor([500]), encoder_hidden_states=torch.zeros(1, 3, 32))
+    assert latents.shape[1] == stages["dit-image"]["model"]["config"]["in_channels"]
+    assert latents.shape[2] == 4 and latents.shape[-1] == stages["dit-image"]["model"]["config"]["sample_size"]
+    assert out.shape == (1, 2 * latents.shape[1], *latents.shape[2:])
