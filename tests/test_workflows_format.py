@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 import workflow_builder
 import workflow_format as wf
 
@@ -183,3 +184,31 @@ def test_node_inputs_are_only_ever_appended(pack):
     for node_id, inputs in recorded.items():
         now = [[name, wf.input_type(spec)] for name, spec, _ in wf.ordered_inputs(current[node_id])]
         assert now[:len(inputs)] == inputs, f"{node_id}: inputs reordered, removed or retyped"
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.stem)
+def test_settings_are_the_ones_the_default_model_was_made_for(path, definitions):
+    """Size, frames, steps, sampler, cfg and seam come from models/vdit_default/generate.yaml (the model
+    the workflows load), and the Note states them: a 64x64 run of the 32x32 model draws blobs."""
+    made_for = yaml.safe_load((ROOT / "models" / "vdit_default" / "generate.yaml").read_text())
+    flow = _load(path)
+    prompt = wf.ui_to_api(flow, definitions)
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] in ("VDiT_EmptyLatentVideo", "VDiT_ImageToVideo"):
+            assert (inputs["width"], inputs["height"]) == (made_for["width"], made_for["height"])
+            if path.stem == "text_to_image":
+                assert inputs["length"] == 1
+            elif path.stem != "long_video_context_windows":
+                assert inputs["length"] == made_for["frames"]
+        elif node["class_type"] == "VDiT_Sampler":
+            assert (inputs["steps"], inputs["cfg"], inputs["sampler_name"]) == (
+                made_for["steps"], made_for["cfg"], made_for["sampler"])
+        elif node["class_type"] == "VDiT_VAEDecode":
+            assert inputs["seam"] == made_for["seam"]
+        elif node["class_type"] == "CreateVideo" and not isinstance(inputs["fps"], list):
+            assert inputs["fps"] == made_for["fps"]
+        elif node["class_type"] == "VDiT_T5Encode" and node["_meta"]["title"] == "Negative prompt":
+            assert inputs["text"] == made_for["negative"]
+    note = next(node for node in flow["nodes"] if node["type"] == "Note")["widgets_values"][0]
+    assert f"{made_for['width']}x{made_for['height']}" in note and "64x64" not in note

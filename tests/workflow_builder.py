@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 WORKFLOWS = ROOT / "workflows"
@@ -33,13 +35,20 @@ MODEL_FILES = {
 }
 # Input files the image / video workflows load from ComfyUI/input.
 INPUT_FILES = {"start_image": "vdit_start.png", "end_image": "vdit_end.png", "video": "vdit_input.mp4"}
-# Generation settings of the embedded default model (64x64, 16-frame clips at 8 fps; its
-# generate.yaml); the Notes give the EasyAnimate release defaults for the released models.
+# The embedded default model's own generation settings (size, frames, fps, steps, sampler, cfg,
+# seam, negative): the workflows load that model, so they use what it was made for and scored
+# with. The Notes give the EasyAnimate release defaults for the released models.
+DEFAULT_MODEL_SETTINGS = ROOT / "models" / "vdit_default" / "generate.yaml"
+MADE_FOR = yaml.safe_load(DEFAULT_MODEL_SETTINGS.read_text())
 SETTINGS = {
-    "width": 64, "height": 64, "frames": 16, "fps": 8, "steps": 20, "cfg": 5.0, "seed": 43,
-    "sampler": "dpmpp_2m", "i2v_frames": 16, "v2v_denoise": 0.7, "long_frames": 64,
+    **{key: MADE_FOR[key] for key in ("width", "height", "frames", "fps", "steps", "cfg", "sampler", "seam")},
+    "seed": 43, "i2v_frames": MADE_FOR["frames"], "v2v_denoise": 0.7, "long_frames": 4 * MADE_FOR["frames"],
     "context_length": 4, "context_overlap": 2,
 }
+MADE_FOR_TEXT = (f"{SETTINGS['width']}x{SETTINGS['height']}, {SETTINGS['frames']} frames at {SETTINGS['fps']} fps, "
+                 f"{SETTINGS['sampler']}, {SETTINGS['steps']} steps, CFG {SETTINGS['cfg']:g}, seam {SETTINGS['seam']}; "
+                 f"its generate.yaml")
+SETTINGS_NOTE = f" The values here are the ones the embedded default model was made for ({MADE_FOR_TEXT})."
 RELEASE_DEFAULTS = ("For the released EasyAnimate v3 models use 672x384 (512 model) or 1008x576 (768 model), "
                     "144 frames at 24 fps, dpmpp_2m, 25 steps, CFG 7; v1 (PixArt + motion module): 80 frames "
                     "at 12 fps, euler_a, 30 steps, CFG 7. Prompts: the default model knows its synthetic world "
@@ -48,9 +57,9 @@ RELEASE_DEFAULTS = ("For the released EasyAnimate v3 models use 672x384 (512 mod
                     "as: ")
 # The default model speaks its synthetic world's caption grammar ("a <colour> <shape> moves
 # <direction> on a <background> background") and was trained with empty-prompt dropout, so its
-# negative is empty; the Notes give a released model's usual negative.
+# negative is its generate.yaml's (empty); the Notes give a released model's usual negative.
 PROMPT = "a red circle moves to the right on a gray background"
-NEGATIVE = ""
+NEGATIVE = MADE_FOR["negative"]
 RELEASE_NEGATIVE = ("Blurring, mutation, deformation, distortion, dark and solid, comics, text subtitles, "
                     "line art, static, ugly, error, messy code.")
 RELEASE_NOTE = RELEASE_DEFAULTS + RELEASE_NEGATIVE
@@ -198,7 +207,7 @@ def _sampler(g: Graph, column: int, model, positive, negative, latent, **values)
 
 
 def _save_video(g: Graph, column: int, vae, samples, prefix: str, fps=None):
-    images = g.add("VDiT_VAEDecode", column, vae=vae[0], samples=samples[0])
+    images = g.add("VDiT_VAEDecode", column, vae=vae[0], samples=samples[0], seam=SETTINGS["seam"])
     video = g.add("CreateVideo", column + 1, images=images[0], fps=fps if fps is not None else SETTINGS["fps"])
     g.add("SaveVideo", column + 1, video=video[0], filename_prefix=f"video/vdit_{prefix}")
 
@@ -215,7 +224,7 @@ def _files(*keys) -> str:
 def text_to_video(g: Graph):
     g.note(0, "Text to video. " + MODEL_HELP + _files("dit", "vae", "t5") + "\n\nSettings: width / height are "
            "multiples of 16; length is 1 or a multiple of 8 (+1 allowed): 8 frames = 2 latent frames. The "
-           "values here suit the embedded default model (64x64, 16 frames, 8 fps). " + RELEASE_NOTE
+           f"values here are the ones the embedded default model was made for ({MADE_FOR_TEXT}). " + RELEASE_NOTE
            + " Lower the length or size if you run out of memory; the decode runs slice by slice.")
     positive, negative, vae, dit = _text_and_models(g)
     latent = g.add("VDiT_EmptyLatentVideo", 1, vae=vae[0], width=SETTINGS["width"], height=SETTINGS["height"],
@@ -226,12 +235,12 @@ def text_to_video(g: Graph):
 
 def text_to_image(g: Graph):
     g.note(0, "Text to image: the same model with a 1-frame video. " + MODEL_HELP + _files("dit", "vae", "t5")
-           + "\n\nThe image size follows the same rule (multiples of 16).")
+           + "\n\nThe image size follows the same rule (multiples of 16)." + SETTINGS_NOTE)
     positive, negative, vae, dit = _text_and_models(g)
     latent = g.add("VDiT_EmptyLatentVideo", 1, vae=vae[0], width=SETTINGS["width"], height=SETTINGS["height"],
                    length=1)
     samples = _sampler(g, 2, dit[0], positive[0], negative[0], latent[0])
-    images = g.add("VDiT_VAEDecode", 3, vae=vae[0], samples=samples[0])
+    images = g.add("VDiT_VAEDecode", 3, vae=vae[0], samples=samples[0], seam=SETTINGS["seam"])
     g.add("SaveImage", 4, images=images[0], filename_prefix="vdit_t2i")
 
 
@@ -241,7 +250,7 @@ def image_to_video(g: Graph):
            "centre-cropped. Put your pictures in ComfyUI/input or use the upload button. With an InP "
            "(12-channel) release, also add 'Load EasyAnimate CLIP Vision' (its image_encoder folder) and connect "
            "it to clip_vision; 4-channel models (like the default model) keep the frames by latent blending and "
-           "need no CLIP. " + RELEASE_NOTE)
+           "need no CLIP." + SETTINGS_NOTE + " " + RELEASE_NOTE)
     positive, negative, vae, dit = _text_and_models(g)
     start = g.add("LoadImage", 0, title="Start frame", image=INPUT_FILES["start_image"])
     end = g.add("LoadImage", 0, title="End frame", image=INPUT_FILES["end_image"])
@@ -256,7 +265,7 @@ def video_to_video(g: Graph):
     g.note(0, "Video to video: the input video is encoded, noised to 'denoise' and sampled again with the "
            "prompt. Lower denoise keeps more of the input (0.5-0.8 is typical). " + MODEL_HELP
            + _files("dit", "vae", "t5") + "\n\nFrames beyond the last full 8-frame slice are dropped; the frame "
-           "size is centre-cropped to multiples of 16. The output keeps the input's frame rate.")
+           "size is centre-cropped to multiples of 16. The output keeps the input's frame rate." + SETTINGS_NOTE)
     positive, negative, vae, dit = _text_and_models(g)
     video = g.add("LoadVideo", 0, file=INPUT_FILES["video"])
     parts = g.add("GetVideoComponents", 1, video=video[0])
@@ -271,7 +280,7 @@ def pixart_motion_module(g: Graph):
            + _files("pixart_base", "motion_module", "motion_lora", "vae", "t5") + " For the v1 release pick "
            "PixArt-XL-2-512x512/transformer and easyanimate_v1_mm.safetensors (motion preset v1).\n\n"
            "motion_scale scales the motion module's effect (0 = the still image model); the MotionLoRA strength "
-           "scales its camera move. " + RELEASE_NOTE)
+           "scales its camera move." + SETTINGS_NOTE + " " + RELEASE_NOTE)
     positive, negative, vae, _ = _text_and_models(g, dit_name=None)
     base = g.add("VDiT_LoadDiT", 0, dit_name=MODEL_FILES["pixart_base"])
     motion = g.add("VDiT_LoadMotionModule", 0, motion_name=MODEL_FILES["motion_module"])
@@ -288,7 +297,7 @@ def long_video(g: Graph):
            "of latent frames and blends them, so memory follows the window, not the video. Context counts are "
            "in latent frames (1 latent frame = 4 video frames): 4 = 16 frames. More overlap blends better but "
            "costs more compute. The default model was trained on 16-frame clips (4 latent frames), so its windows are 4 "
-           "latent frames long. " + MODEL_HELP + _files("dit", "vae", "t5"))
+           "latent frames long. " + MODEL_HELP + _files("dit", "vae", "t5") + SETTINGS_NOTE)
     positive, negative, vae, dit = _text_and_models(g)
     latent = g.add("VDiT_EmptyLatentVideo", 1, vae=vae[0], width=SETTINGS["width"], height=SETTINGS["height"],
                    length=SETTINGS["long_frames"])
