@@ -212,3 +212,26 @@ def test_settings_are_the_ones_the_default_model_was_made_for(path, definitions)
             assert inputs["text"] == made_for["negative"]
     note = next(node for node in flow["nodes"] if node["type"] == "Note")["widgets_values"][0]
     assert f"{made_for['width']}x{made_for['height']}" in note and "64x64" not in note
+
+
+def test_dynamic_combos_convert_as_the_current_frontend_does():
+    """ComfyUI 0.8+ dynamic combos (a choice that brings its own inputs): the saved values of a
+    recorded frontend-1.49 graph convert to the very API inputs that frontend exported, and the
+    checker knows each choice's inputs."""
+    recorded = json.loads((ROOT / "tests" / "fixtures" / "comfyui_0.8.0_dynamic_combo.json").read_text())
+    definitions = {"ResizeImageMaskNode": recorded["definition"],
+                   "PreviewImage": {"input": {"required": {"images": ["IMAGE", {}]}}, "output": [], "output_node": True}}
+    for node in recorded["nodes"]:
+        flow = {"nodes": [{"id": int(node["id"]), "type": "ResizeImageMaskNode", "mode": 0, "inputs": [],
+                           "widgets_values": node["widgets_values"]}], "links": []}
+        prompt = wf.ui_to_api(flow, definitions)
+        assert prompt[node["id"]]["inputs"] == node["api_inputs"]
+        errors = wf.check_prompt(prompt, definitions)
+        assert not [e for e in errors if "unknown input" in e or "is not one of" in e], errors
+    chosen = recorded["nodes"][1]["api_inputs"]  # "scale dimensions": width, height, crop
+    prompt = {"1": {"class_type": "ResizeImageMaskNode", "inputs": {**chosen, "resize_type.multiplier": 2.0}}}
+    assert any("unknown input 'resize_type.multiplier'" in e for e in wf.check_prompt(prompt, definitions))
+    prompt = {"1": {"class_type": "ResizeImageMaskNode", "inputs": {**chosen, "resize_type.crop": "edge"}}}
+    assert any("'resize_type.crop' = 'edge' is not one of" in e for e in wf.check_prompt(prompt, definitions))
+    prompt["1"]["inputs"].pop("resize_type.width")
+    assert any("required input 'resize_type.width' is missing" in e for e in wf.check_prompt(prompt, definitions))

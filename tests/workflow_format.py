@@ -4,10 +4,15 @@ A saved (UI) workflow stores each node's widget values positionally (``widgets_v
 connections as links ``[id, from_node, from_slot, to_node, to_slot, type]``; ``/prompt`` takes
 the API format ``{id: {"class_type", "inputs": {name: value | [from_node, from_slot]}}}``. The
 frontend converts with the node definitions of ``/object_info``; this module does the same with
-the same rules as frontend 1.27 (ComfyUI 0.3.64):
+the same rules as frontends 1.27 (ComfyUI 0.3.64) and 1.49 (ComfyUI 0.8.0), reading each node's
+layout from its definition:
 
-- inputs whose type is INT / FLOAT / STRING / BOOLEAN / COMBO (a list of options) are widgets,
-  unless ``forceInput``; every other input is a socket;
+- inputs whose type is INT / FLOAT / STRING / BOOLEAN / COMBO (a list of options, or ``"COMBO"``
+  with ``options``) or a dynamic combo are widgets, unless ``forceInput``; every other input is a
+  socket;
+- a dynamic combo (``COMFY_DYNAMICCOMBO_V3``, ComfyUI 0.8+: ``{"options": [{"key", "inputs"}]}``)
+  stores its chosen key, then the values of that option's own inputs, which the API names
+  ``<combo>.<input>`` (nested combos nest the prefix);
 - an INT with ``control_after_generate`` (or named ``seed`` / ``noise_seed``) stores one extra
   value after its own (fixed / increment / decrement / randomize), and an upload combo
   (``image_upload`` / ``video_upload``) stores one extra value (the upload button);
@@ -24,7 +29,8 @@ from __future__ import annotations
 
 import json
 
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", DYNAMIC_COMBO}
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 SEED_NAMES = ("seed", "noise_seed")
 UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload")
@@ -63,7 +69,19 @@ def input_options(spec) -> dict:
 
 
 def combo_values(spec) -> list:
-    return spec[0] if isinstance(spec[0], list) else input_options(spec).get("options", [])
+    if isinstance(spec[0], list):
+        return spec[0]
+    options = input_options(spec).get("options", [])
+    return [option["key"] for option in options] if input_type(spec) == DYNAMIC_COMBO else options
+
+
+def dynamic_inputs(name: str, spec, chosen) -> list:
+    """(name, spec, required) of the inputs a dynamic combo's chosen option adds, API-named."""
+    option = next((o for o in input_options(spec).get("options", []) if o["key"] == chosen), None)
+    if option is None:
+        return []
+    return [(f"{name}.{sub}", sub_spec, group == "required")
+            for group in ("required", "optional") for sub, sub_spec in option["inputs"].get(group, {}).items()]
 
 
 def is_widget(spec) -> bool:
@@ -75,6 +93,21 @@ def ordered_inputs(definition: dict) -> list:
     order = definition.get("input_order") or {g: list(v) for g, v in definition["input"].items()}
     return [(name, definition["input"][group][name], group == "required")
             for group in ("required", "optional") for name in order.get(group, [])]
+
+
+def expanded_inputs(definition: dict, values: dict) -> list:
+    """ordered_inputs with each dynamic combo followed by the inputs of its option in ``values``."""
+    expanded = []
+
+    def add(name, spec, required):
+        expanded.append((name, spec, required))
+        if input_type(spec) == DYNAMIC_COMBO:
+            for entry in dynamic_inputs(name, spec, values.get(name)):
+                add(*entry)
+
+    for entry in ordered_inputs(definition):
+        add(*entry)
+    return expanded
 
 
 def extra_widget_values(name: str, spec) -> int:
@@ -90,7 +123,7 @@ def default_value(spec):
     if "default" in options:
         return options["default"]
     kind = input_type(spec)
-    if kind == "COMBO":
+    if kind in ("COMBO", DYNAMIC_COMBO):
         values = combo_values(spec)
         return values[0] if values else None
     return {"INT": options.get("min", 0), "FLOAT": options.get("min", 0.0), "STRING": "", "BOOLEAN": False}[kind]
@@ -102,11 +135,19 @@ def widget_values_by_name(node: dict, definition: dict) -> dict:
     if isinstance(stored, dict):  # some nodes (e.g. video previews) store a dict by name
         return dict(stored)
     values, position = {}, 0
-    for name, spec, _ in ordered_inputs(definition):
+
+    def take(name, spec):
+        nonlocal position
         if not is_widget(spec):
-            continue
+            return
         values[name] = stored[position] if position < len(stored) else default_value(spec)
         position += 1 + extra_widget_values(name, spec)
+        if input_type(spec) == DYNAMIC_COMBO:  # the chosen option's values follow its key
+            for sub_name, sub_spec, _ in dynamic_inputs(name, spec, values[name]):
+                take(sub_name, sub_spec)
+
+    for name, spec, _ in ordered_inputs(definition):
+        take(name, spec)
     if position < len(stored):
         raise ValueError(f"node {node['id']} ({node['type']}) has {len(stored)} widget values but its definition "
                          f"has room for {position}")
@@ -158,7 +199,8 @@ def check_prompt(prompt: dict, definitions: dict, file_combos=frozenset()) -> li
             errors.append(f"{where}: unknown node type")
             continue
         given = node["inputs"]
-        for name, spec, required in ordered_inputs(definition):
+        known = expanded_inputs(definition, given)
+        for name, spec, required in known:
             if name not in given:
                 if required:
                     errors.append(f"{where}: required input {name!r} is missing")
@@ -180,7 +222,7 @@ def check_prompt(prompt: dict, definitions: dict, file_combos=frozenset()) -> li
                 continue
             if not is_widget(spec):
                 errors.append(f"{where}: socket input {name!r} has a literal value {value!r}")
-            elif kind == "COMBO":
+            elif kind in ("COMBO", DYNAMIC_COMBO):
                 if (node["class_type"], name) in file_combos:
                     if not isinstance(value, str) or not value:
                         errors.append(f"{where}: file input {name!r} is {value!r}")
@@ -199,10 +241,8 @@ def check_prompt(prompt: dict, definitions: dict, file_combos=frozenset()) -> li
                 errors.append(f"{where}: {name!r} = {value!r} is not a string")
             elif kind == "BOOLEAN" and not isinstance(value, bool):
                 errors.append(f"{where}: {name!r} = {value!r} is not a boolean")
-        for name in given:
-            if name not in definition["input"].get("required", {}) and name not in definition["input"].get(
-                    "optional", {}):
-                errors.append(f"{where}: unknown input {name!r}")
+        known_names = {name for name, _, _ in known}
+        errors += [f"{where}: unknown input {name!r}" for name in given if name not in known_names]
     if not any(definitions[n["class_type"]].get("output_node") for n in prompt.values()
                if n["class_type"] in definitions):
         errors.append("the prompt has no output node")
