@@ -1,10 +1,11 @@
 """The pack in ComfyUI's real frontend: headless Chromium against a real ComfyUI (COMFYUI_DIR).
 
 Every workflow in workflows/ is loaded with ``app.loadGraphData``: no missing node types, the
-frontend reads every widget value where the file puts it (its own serialisation gives the same
-widgets_values back) and its own API export (``graphToPrompt``) equals tests/workflow_format.py's
-conversion. The frame-count extension snaps and labels the length widget, and a node's help page
-renders in the node help panel. Screenshots go to the test's tmp dir (paths printed).
+frontend shows every widget value the file gives (named as the server's /object_info lays them
+out), saving the graph again gives the same graph back, and its own API export (``graphToPrompt``)
+equals tests/workflow_format.py's conversion. The frame-count extension snaps and labels the
+length widget, and a node's help page renders in the frontend's help view (1.27: node library;
+1.49: right-side panel). Screenshots go to the test's tmp dir (paths printed).
 
 Driven over the Chrome DevTools Protocol with websocket-client (no browser-automation package).
 Skips without COMFYUI_DIR or a Chromium binary (CHROMIUM, or chromium / chromium-browser / google-chrome
@@ -123,7 +124,7 @@ class Chromium:
 REPAIR_MODEL_PROVIDERS = """(() => {
   const pinia = document.querySelector('#vue-app').__vue_app__.config.globalProperties.$pinia;
   const store = pinia._s.get('modelToNode');
-  if (!store) return 'no store';
+  if (!store) return 'no store';  // a frontend without the mapping has nothing to repair
   store.registerDefaults();
   for (const key of Object.keys(store.modelToNodeMap))
     store.modelToNodeMap[key] = store.modelToNodeMap[key].filter((provider) => provider.nodeDef);
@@ -151,7 +152,7 @@ def page(comfyui):
         browser.call("Page.navigate", url=comfyui.url)
         browser.wait_for("!!(window.app && window.app.graph && window.app.extensionManager)")
         browser.wait_for("app.extensions.some((e) => e.name === 'vdit.frames')")
-        assert browser.js(REPAIR_MODEL_PROVIDERS) == "ok"
+        assert browser.js(REPAIR_MODEL_PROVIDERS) in ("ok", "no store")
         yield browser
     finally:
         browser.close()
@@ -164,20 +165,35 @@ def _load(page, flow: dict):
 
 @pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.stem)
 def test_workflow_opens_and_the_frontend_reads_it_as_we_do(page, comfyui, path):
+    """Compared through the API format, which names every value, rather than as positional lists:
+    frontends differ in how they re-serialise a node (a node without widgets saves [] in 1.27 and
+    nothing in 1.49; a dynamic combo saves its chosen option's values after it), and the server's
+    /object_info says where each value sits."""
     flow = json.loads(path.read_text())
+    definitions = comfyui.object_info()
     errors_before = sum(1 for kind, _ in page.console if kind == "error")
     _load(page, flow)
     missing = page.js("app.graph._nodes.filter((n) => !LiteGraph.registered_node_types[n.type]).map((n) => n.type)")
     assert missing == []
-    serialised = page.js("JSON.stringify(app.graph.serialize().nodes.map((n) => [n.id, n.type, n.widgets_values]))")
-    ours = [[n["id"], n["type"], n["widgets_values"]] for n in flow["nodes"]]
-    assert sorted(json.loads(serialised)) == sorted(ours)
+    converted = wf.ui_to_api(flow, definitions)
+    # the values it shows in its widgets, by name, are the ones the file gives each input
+    shown = json.loads(page.js("""JSON.stringify(Object.fromEntries(app.graph._nodes.map((n) => [n.id,
+        Object.fromEntries((n.widgets ?? []).map((w) => [w.name, w.value]))])))"""))
+    for node_id, node in converted.items():
+        literals = {k: v for k, v in node["inputs"].items() if not isinstance(v, list)}
+        assert {k: shown[node_id].get(k) for k in literals} == literals, node["class_type"]
+    # saving it again gives the same graph back
+    saved = json.loads(page.js("JSON.stringify(app.graph.serialize())"))
+    assert _by_name(wf.ui_to_api(saved, definitions)) == _by_name(converted)
+    # and its own API export is our conversion
     exported = json.loads(page.js("app.graphToPrompt().then((p) => JSON.stringify(p.output))"))
-    converted = wf.ui_to_api(flow, comfyui.object_info())
-    assert {k: (n["class_type"], n["inputs"]) for k, n in exported.items()} == \
-           {k: (n["class_type"], n["inputs"]) for k, n in converted.items()}
+    assert _by_name(exported) == _by_name(converted)
     new_errors = [text for kind, text in page.console if kind == "error"][errors_before:]
     assert new_errors == []
+
+
+def _by_name(prompt: dict) -> dict:
+    return {k: (n["class_type"], n["inputs"]) for k, n in prompt.items()}
 
 
 def test_length_widget_snaps_and_shows_latent_frames(page):
@@ -201,16 +217,32 @@ def test_length_widget_snaps_and_shows_latent_frames(page):
     assert labels[:2] == ["context_length (16 frames)", "context_overlap (8 frames)"]
 
 
+# How a node's help page is opened: frontend 1.27 has a node-help store behind the node library;
+# later ones (1.49) show it in the right-side panel's "info" tab for the selected node.
+OPEN_HELP = """(() => {
+  const pinia = document.querySelector('#vue-app').__vue_app__.config.globalProperties.$pinia;
+  const help = pinia._s.get('nodeHelp');
+  if (help) {
+    const tabs = pinia._s.get('sidebarTab');
+    if (tabs.activeSidebarTabId !== 'node-library') tabs.toggleSidebarTab('node-library');
+    help.openHelp(pinia._s.get('nodeDef').nodeDefsByName[NODE]);
+    return 'node library';
+  }
+  const panel = pinia._s.get('rightSidePanel');
+  if (panel) {
+    app.canvas.deselectAll();
+    app.canvas.selectNode(app.graph._nodes.find((n) => n.type === NODE));
+    panel.openPanel('info');
+    return 'right-side panel';
+  }
+  return null;
+})()"""
+
+
 def test_node_help_page_renders_in_the_help_panel(page, tmp_path):
     _load(page, json.loads((ROOT / "workflows" / "text_to_video.json").read_text()))
-    page.js("""(() => {
-      const pinia = document.querySelector('#vue-app').__vue_app__.config.globalProperties.$pinia;
-      const definition = pinia._s.get('nodeDef').nodeDefsByName['VDiT_Sampler'];
-      const tabs = pinia._s.get('sidebarTab');
-      if (tabs.activeSidebarTabId !== 'node-library') tabs.toggleSidebarTab('node-library');
-      pinia._s.get('nodeHelp').openHelp(definition);
-      return true;
-    })()""")
+    where = page.js(OPEN_HELP.replace("NODE", json.dumps("VDiT_Sampler")))
+    assert where, "this frontend has neither help route"
     page.wait_for("document.body.innerText.includes('One node covers')", timeout=30)
     rendered = page.js("""(() => {
       const heading = [...document.querySelectorAll('h1')].find((h) => h.textContent.includes('EasyAnimate Sampler'));
@@ -219,5 +251,5 @@ def test_node_help_page_renders_in_the_help_panel(page, tmp_path):
     })()""")
     assert rendered == [True, True]  # markdown rendered, not shown as text
     shot = page.screenshot(tmp_path / "comfyui_vdit_sampler_help.png")
-    print(f"screenshot: {shot}")
+    print(f"help page in the {where}; screenshot: {shot}")
     assert shot.stat().st_size > 10_000
