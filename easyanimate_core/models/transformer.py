@@ -431,11 +431,13 @@ def load_transformer(path, motion_module=None, config=None, dtype: torch.dtype |
     PixArt base in diffusers or original layout).
 
     ``motion_module``: a standalone motion-module file / state dict / :class:`MotionModuleSet`
-    put into every block (one motion module, many DiT bases). ``config``: a preset name
-    ("v1", "v2", "v3") or a dict of config keys that override the file's config.json / preset.
-    Heads and attention types are not visible in weights: they come from config.json, else the
-    preset of the detected version (a bare PixArt base with a motion module defaults to v1; a
-    bare PixArt base alone loads as the image model).
+    put into every block (one motion module, many DiT bases); its config comes with it (see
+    :func:`~.motion_module.load_motion_module`). ``config``: a preset name ("v1", "v2", "v3";
+    "auto" or None: none) or a dict of config keys that override the file's config / preset.
+    Heads and attention types are not visible in weights: they come from the config that travels
+    with the weights (config.json, or a loose safetensors file's ``config`` metadata), else the
+    preset of the detected version (a bare PixArt base takes the motion module's version; a bare
+    PixArt base alone loads as the image model).
 
     Loading is strict: unexpected keys and wrong shapes raise :class:`CheckpointError`; missing
     keys are allowed only for the parts a video model adds (motion modules, U-ViT skips, CLIP
@@ -445,8 +447,11 @@ def load_transformer(path, motion_module=None, config=None, dtype: torch.dtype |
     from pathlib import Path
 
     from .. import checkpoints as ck
-    from .motion_module import MotionModuleSet, load_motion_module
+    from .motion_module import AUTO, MotionModuleSet, load_motion_module
 
+    if isinstance(config, str) and config not in (AUTO, *ck.TRANSFORMER_PRESETS):
+        raise InputError(f"unknown transformer preset {config!r}; expected one of "
+                         f"{', '.join((AUTO, *ck.TRANSFORMER_PRESETS))}.")
     path = Path(path)
     subfolder = "transformer" if path.is_dir() and (path / "transformer").is_dir() else None
     source = str(path / subfolder) if subfolder else str(path)
@@ -457,6 +462,7 @@ def load_transformer(path, motion_module=None, config=None, dtype: torch.dtype |
     file_config = ck.load_config(path, subfolder)
 
     preset, overrides = (config, None) if isinstance(config, str) else (None, config)
+    preset = None if preset == AUTO else preset
     motion = None
     if motion_module is not None:
         motion = motion_module if isinstance(motion_module, MotionModuleSet) else load_motion_module(
