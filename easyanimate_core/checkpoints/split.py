@@ -24,8 +24,9 @@ BASE_WEIGHTS = "diffusion_pytorch_model.safetensors"
 def split_motion_module(transformer, base_folder, motion_file) -> tuple[Path, Path]:
     """Write ``base_folder`` (config.json + weights) and ``motion_file`` from the video DiT at
     ``transformer`` (a ``transformer/`` folder or a model folder holding one). Returns both paths."""
-    from ..models.motion_module import MOTION_CONFIG_KEYS, motion_keys, save_motion_module
+    from ..models.motion_module import save_motion_module
     from .io import load_config, load_state_dict, save_state_dict
+    from .presets import MOTION_CONFIG_KEYS, motion_keys
 
     source = Path(transformer)
     if source.is_dir() and (source / "transformer").is_dir():

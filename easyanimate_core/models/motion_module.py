@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoints.config_fields import MOTION_FIELDS, check_fields
+from ..checkpoints.presets import HYBRID_MOTION_BLOCKS, MOTION_BLOCKS, MOTION_CONFIG_KEYS, motion_keys, motion_version
 from ..errors import InputError
 from .embeddings import frame_pos_embed
 from .layers import Attention, FeedForward, LayerNorm, Linear, zero_
@@ -54,6 +56,7 @@ def motion_options(kwargs: dict | None, motion_module_type: str) -> dict:
     if motion_module_type not in MOTION_MODULE_TYPES:
         raise InputError(f"motion_module_type {motion_module_type!r} is not supported; "
                          f"expected one of {', '.join(MOTION_MODULE_TYPES)} (fix the model config).")
+    check_fields(kwargs or {}, MOTION_FIELDS, "motion module config")
     unknown = set(kwargs or {}) - set(MOTION_DEFAULTS)
     if unknown:
         raise InputError(f"motion module config has unknown keys {sorted(unknown)}; expected only "
@@ -63,6 +66,9 @@ def motion_options(kwargs: dict | None, motion_module_type: str) -> dict:
         if opts[key] not in (None, False):
             raise InputError(f"motion module option {key}={opts[key]!r} has no released weights and is not "
                              f"supported; remove it from the model config.")
+    if not isinstance(opts["attention_block_types"], (list, tuple)):
+        raise InputError(f"motion module config field attention_block_types is {opts['attention_block_types']!r} "
+                         f"but must be a list such as [\"Temporal_Self\", \"Temporal_Self\"] (fix the model config).")
     modes = []
     for name in opts["attention_block_types"]:
         if name not in ("Temporal_Self", "Global_Self"):
@@ -177,8 +183,6 @@ class MotionModule(nn.Module):
 
 
 # ----- standalone motion modules ----------------------------------------------------------------
-MOTION_CONFIG_KEYS = ("basic_block_type", "motion_module_type", "motion_module_kwargs",
-                      "motion_module_kwargs_even", "motion_module_kwargs_odd")
 
 
 class MotionModuleSet:
@@ -206,8 +210,8 @@ class MotionModuleSet:
 
     def options(self, index: int) -> dict:
         c = self.config
-        kind = c.get("basic_block_type", "motionmodule")
-        key = "motion_module_kwargs" if kind != "global_motionmodule" else (
+        kind = c.get("basic_block_type", MOTION_BLOCKS)
+        key = "motion_module_kwargs" if kind != HYBRID_MOTION_BLOCKS else (
             "motion_module_kwargs_even" if index % 2 == 0 else "motion_module_kwargs_odd")
         return motion_options(c.get(key), c.get("motion_module_type", "VanillaGrid"))
 
@@ -272,21 +276,6 @@ def load_motion_module(source, config=None, preset: str | None = None) -> Motion
     return MotionModuleSet(state, motion_config, motion_version(motion_config), name)
 
 
-def motion_keys(config: dict | None) -> dict:
-    """The motion-module part of a transformer config (empty when there is none)."""
-    return {k: v for k, v in (config or {}).items() if k in MOTION_CONFIG_KEYS}
-
-
-def motion_version(config: dict) -> str:
-    """The version a motion config describes: v1 for grid attention (VanillaGrid), v3 for global
-    attention (Global_Self, the hybrid modules), else v2 (temporal)."""
-    if config.get("motion_module_type") == "VanillaGrid":
-        return "v1"
-    attention_types = [kind for key, kwargs in config.items() if key.startswith("motion_module_kwargs")
-                       for kind in (kwargs or {}).get("attention_block_types", ())]
-    return "v3" if "Global_Self" in attention_types else "v2"
-
-
 def save_motion_module(path, state_dict: dict, config: dict) -> None:
     """Write a standalone motion-module file (the ``easyanimate_v1_mm`` layout: only the
     ``transformer_blocks.N.attn_temporal.*`` tensors of ``state_dict``) with the motion keys of
@@ -349,7 +338,7 @@ def _guessed_motion_config(state: dict, name: str) -> dict:
 
     even, odd = kwargs(0), kwargs(min(1, facts["depth"] - 1))
     if even == odd:
-        return {"basic_block_type": "motionmodule", "motion_module_type": "Vanilla", "motion_module_kwargs": even}
+        return {"basic_block_type": MOTION_BLOCKS, "motion_module_type": "Vanilla", "motion_module_kwargs": even}
     # hybrid modules differ in attention count between even and odd blocks
-    return {"basic_block_type": "global_motionmodule", "motion_module_type": "Vanilla",
+    return {"basic_block_type": HYBRID_MOTION_BLOCKS, "motion_module_type": "Vanilla",
             "motion_module_kwargs_even": even, "motion_module_kwargs_odd": odd}
