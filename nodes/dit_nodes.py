@@ -18,7 +18,8 @@ from .choices import check_choice
 
 WEIGHT_DTYPES = ("default", "fp32", "bf16", "fp16", "fp8_e4m3fn")
 PRESETS = ("auto", "v1", "v2", "v3")
-# The motion-module combo keeps its saved first option (v1, the standalone release) and ends in auto.
+# The motion-module combo keeps its options in their first order (saved workflows store "v1"); auto,
+# appended later, is its default.
 MOTION_PRESETS = (*PRESETS[1:], PRESETS[0])
 LORA_FOLDERS = ("easyanimate", "loras")
 
@@ -93,11 +94,13 @@ class VDiT_LoadMotionModule:
     def INPUT_TYPES(cls):
         return {"required": {
             "motion_name": (host.model_files(), {"tooltip": "Motion-module weights in models/easyanimate."}),
-            "config_preset": (MOTION_PRESETS, {"default": "v1", "tooltip": (
-                "The version the motion module was trained as: v1 = 2x2-cell grid attention, 8 heads (the "
-                "standalone release); v2 = temporal, 8 heads; v3 = temporal + global, 16 heads. auto: the config "
-                "stored with the weights (safetensors metadata, or config.json beside the file / in the folder), "
-                "for modules of other widths or heads; without one a guess (logged).")}),
+            "config_preset": (MOTION_PRESETS, {"default": "auto", "tooltip": (
+                "Heads and attention types are not stored in weights. A config stored with the file (safetensors "
+                "metadata, as the pack's dit-motion and split-motion-module write it, or config.json in the "
+                "folder) is always used; the preset only fills in what the file does not declare. auto: that "
+                "config; without one the version a full transformer shows, v1 for a standalone file at the "
+                "released width (easyanimate_v1_mm), else a guess (logged). v1 = 2x2-cell grid attention, 8 heads; "
+                "v2 = temporal, 8 heads; v3 = temporal + global, 16 heads.")}),
         }}
 
     RETURN_TYPES = ("VDIT_MOTION",)
@@ -106,7 +109,7 @@ class VDiT_LoadMotionModule:
     FUNCTION = "load"
     CATEGORY = "VideoDiT/loaders"
 
-    def load(self, motion_name, config_preset="v1"):
+    def load(self, motion_name, config_preset="auto"):
         check_choice("config_preset", config_preset, MOTION_PRESETS)
         return (load_motion_module(host.model_path(motion_name), config=config_preset),)
 

@@ -81,14 +81,7 @@ def inspect_checkpoint(path_or_state_dict, config=None, subfolder=None) -> Check
     if family in ("pixart", "pixart_original", "easyanimate_transformer"):
         _describe_transformer(info, state_dict, config)
     elif family == "motion_module":
-        facts = motion_module_facts(state_dict, source)
-        info.version = "v1"
-        info.config = facts
-        info.notes.append(
-            "standalone motion modules were published for v1 only; v2/v3 modules have the "
-            "same keys, so the attention type comes from the preset (v1: VanillaGrid)"
-        )
-        info.notes.append(HEADS_NOTE.format("v1"))
+        _describe_motion_module(info, state_dict, config)
     elif family == "video_vae":
         _describe_vae(info, kept, config)
     elif family == "sd_vae":
@@ -252,11 +245,18 @@ def transformer_facts(state_dict, source="the state dict") -> dict:
     return facts
 
 
-def transformer_version(facts) -> str | None:
-    """v3 = 12 input channels and/or CLIP projection; v2 = U-ViT skips with 4 input channels;
-    v1 = motion modules without skips (VanillaGrid); a bare PixArt has no version."""
+def transformer_version(facts, config=None) -> str | None:
+    """v3 = 12 input channels and/or CLIP projection. Otherwise a config that declares motion
+    modules says it (v1 grid, v2 temporal, v3 hybrid: see ``presets.motion_version``); from the
+    weights alone: v2 = U-ViT skips with 4 input channels, v1 = motion modules without skips
+    (VanillaGrid); a bare PixArt has no version."""
+    from .presets import IMAGE_BLOCKS, motion_keys, motion_version
+
     if facts["in_channels"] == 12 or facts["clip_projection"]:
         return "v3"
+    declared = motion_keys(config)
+    if declared and declared.get("basic_block_type") != IMAGE_BLOCKS:
+        return motion_version(declared)
     if facts["uvit"]:
         return "v2"
     if facts["motion_module"]:
@@ -265,8 +265,11 @@ def transformer_version(facts) -> str | None:
 
 
 def _describe_transformer(info, state_dict, config):
+    from .presets import motion_keys
+
     facts = transformer_facts(state_dict, info.source)
-    info.version = facts.pop("version")
+    facts.pop("version")
+    info.version = transformer_version(facts, config)
     if info.family == "pixart_original":
         info.notes.append(
             "original PixArt layout: fused qkv / kv weights are split into to_q/to_k/to_v "
@@ -288,17 +291,35 @@ def _describe_transformer(info, state_dict, config):
     preset = info.version or "v1"
     if config is None or "num_attention_heads" not in config:
         info.notes.append(HEADS_NOTE.format(preset))
-    if info.version == "v1" and info.family == "easyanimate_transformer":
+    if info.version == "v1" and info.family == "easyanimate_transformer" and not motion_keys(config):
         info.notes.append("v1: motion modules without U-ViT skips (VanillaGrid)")
-    if info.family == "pixart":
+    if not facts["motion_module"]:
         info.notes.append(
-            "a PixArt base without motion modules: pair it with a motion module (easyanimate_v1_mm) for video"
+            "an image DiT without motion modules: pair it with a motion module (e.g. easyanimate_v1_mm) for video"
         )
     if facts["in_channels"] == 12 and not facts["clip_projection"]:
         info.notes.append("12 input channels but no clip_projection: image prompts cannot be used")
 
 
 # ----------------------------------------------------------------------------- motion modules
+
+
+def _describe_motion_module(info, state_dict, config):
+    from .presets import motion_keys, motion_version
+
+    info.config = motion_module_facts(state_dict, info.source)
+    declared = motion_keys(config)
+    if declared:
+        info.version = motion_version(declared)
+        info.config.update(declared)
+        info.notes.append("the motion config travels with the weights; the loaders use it")
+        return
+    info.version = "v1"
+    info.notes.append(
+        "standalone motion modules were published for v1 only; v2/v3 modules have the "
+        "same keys, so the attention type comes from the preset (v1: VanillaGrid)"
+    )
+    info.notes.append(HEADS_NOTE.format("v1"))
 
 
 def motion_module_facts(state_dict, source="the state dict") -> dict:

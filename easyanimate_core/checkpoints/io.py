@@ -20,6 +20,8 @@ SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 WEIGHTS_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 SHARD_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
+# safetensors metadata entry in which a loose weights file carries its model config (JSON)
+CONFIG_METADATA_KEY = "config"
 # Wrappers that training frameworks put around a state dict (Lightning, DeepSpeed, plain dicts).
 WRAPPER_KEYS = ("state_dict", "module")
 
@@ -68,13 +70,16 @@ def weights_file(path, subfolder=None) -> Path:
 
 
 def load_config(path, subfolder=None) -> dict | None:
-    """The config.json of a model folder (or of the folder holding a diffusers weights file)."""
+    """The config that travels with the weights: the config.json of a model folder (or of the
+    folder holding a diffusers weights file), else, for a loose safetensors file, the JSON object
+    in its ``config`` metadata entry (how the pack's own exports carry it). None when there is none."""
     path = Path(path)
     if subfolder:
         path = path / subfolder
     folder = path if path.is_dir() else path.parent
     if path.is_file() and not path.name.startswith("diffusion_pytorch_model"):
-        return None  # a loose file does not own the config.json that happens to sit beside it
+        # a loose file does not own the config.json that happens to sit beside it
+        return _metadata_config(path) if path.suffix.lower() in SAFETENSORS_SUFFIXES else None
     config_file = folder / "config.json"
     if not config_file.is_file():
         return None
@@ -86,6 +91,25 @@ def load_config(path, subfolder=None) -> dict | None:
         ) from None
     if not isinstance(config, dict):
         raise CheckpointError(f"{config_file} holds a {type(config).__name__}, expected a JSON object.")
+    return config
+
+
+def _metadata_config(file) -> dict | None:
+    text = (read_safetensors_header(file).get("__metadata__") or {}).get(CONFIG_METADATA_KEY)
+    if text is None:
+        return None
+    try:
+        config = json.loads(text)
+    except ValueError as error:
+        raise CheckpointError(
+            f"{file} has a '{CONFIG_METADATA_KEY}' metadata entry that is not JSON ({error}); "
+            f"re-export the file, or give the config another way (a preset or a config.json)."
+        ) from None
+    if not isinstance(config, dict):
+        raise CheckpointError(
+            f"{file} has a '{CONFIG_METADATA_KEY}' metadata entry holding a {type(config).__name__}, "
+            f"expected a JSON object; re-export the file."
+        )
     return config
 
 

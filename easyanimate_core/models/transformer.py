@@ -39,6 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..checkpoints.config_fields import TRANSFORMER_FIELDS, check_fields
+from ..checkpoints.presets import BLOCK_TYPES, IMAGE_BLOCKS, MOTION_BLOCKS
 from ..errors import CheckpointError, InputError
 from .embeddings import patch_pos_embed, timestep_embedding
 from .layers import Attention, FeedForward, Linear, layer_norm, zero_
@@ -47,7 +49,6 @@ from .motion_module import MotionModule, motion_options
 # Options of the reference class that have no released weights; they must be off.
 _UNSUPPORTED_FLAGS = ("patch_3d", "fake_3d", "casual_3d", "time_position_encoding_before_transformer",
                       "qk_norm", "after_norm")
-BLOCK_TYPES = ("basic", "motionmodule", "global_motionmodule")
 CLIP_CHANNELS = 768  # CLIP ViT-L/14 image embeddings (v3 InP)
 CLIP_TOKENS = 8  # each CLIP embedding becomes 8 context tokens
 
@@ -58,6 +59,7 @@ def model_options(config: dict) -> dict:
     A config without any motion-module keys (a plain PixArt ``config.json``) builds the image
     model (``basic_block_type`` defaults to "basic"); otherwise the reference default applies.
     """
+    check_fields(config, TRANSFORMER_FIELDS)
     c = dict(config)
     for flag in _UNSUPPORTED_FLAGS:
         if c.get(flag):
@@ -72,7 +74,7 @@ def model_options(config: dict) -> dict:
     if c.get("norm_elementwise_affine", False):
         raise InputError("model config norm_elementwise_affine=true is not PixArt's layout; set it to false.")
     has_motion = any(k in c for k in ("motion_module_kwargs", "motion_module_kwargs_even", "motion_module_kwargs_odd"))
-    block_type = c.get("basic_block_type", "motionmodule" if has_motion else "basic")
+    block_type = c.get("basic_block_type", MOTION_BLOCKS if has_motion else IMAGE_BLOCKS)
     if block_type not in BLOCK_TYPES:
         raise InputError(f"basic_block_type {block_type!r} is not supported; expected one of "
                          f"{', '.join(BLOCK_TYPES)} (fix the model config).")
@@ -86,11 +88,11 @@ def model_options(config: dict) -> dict:
     sample_size = int(c["sample_size"])
     interpolation_scale = c.get("interpolation_scale") or max(sample_size // 64, 1)
     motion_type = c.get("motion_module_type", "VanillaGrid")
-    if block_type == "basic":
+    if block_type == IMAGE_BLOCKS:
         per_block = [None] * depth
-    elif block_type == "motionmodule":
+    elif block_type == MOTION_BLOCKS:
         per_block = [motion_options(c.get("motion_module_kwargs"), motion_type)] * depth
-    else:
+    else:  # HYBRID_MOTION_BLOCKS: temporal modules in even blocks, temporal + global in odd ones
         per_block = [motion_options(c.get("motion_module_kwargs_even" if i % 2 == 0 else "motion_module_kwargs_odd"),
                                     motion_type) for i in range(depth)]
     return {
@@ -431,11 +433,13 @@ def load_transformer(path, motion_module=None, config=None, dtype: torch.dtype |
     PixArt base in diffusers or original layout).
 
     ``motion_module``: a standalone motion-module file / state dict / :class:`MotionModuleSet`
-    put into every block (one motion module, many DiT bases). ``config``: a preset name
-    ("v1", "v2", "v3") or a dict of config keys that override the file's config.json / preset.
-    Heads and attention types are not visible in weights: they come from config.json, else the
-    preset of the detected version (a bare PixArt base with a motion module defaults to v1; a
-    bare PixArt base alone loads as the image model).
+    put into every block (one motion module, many DiT bases); its config comes with it (see
+    :func:`~.motion_module.load_motion_module`). ``config``: a preset name ("v1", "v2", "v3";
+    "auto" or None: none) or a dict of config keys that override the file's config / preset.
+    Heads and attention types are not visible in weights: they come from the config that travels
+    with the weights (config.json, or a loose safetensors file's ``config`` metadata), else the
+    preset of the detected version (a bare PixArt base takes the motion module's version; a bare
+    PixArt base alone loads as the image model).
 
     Loading is strict: unexpected keys and wrong shapes raise :class:`CheckpointError`; missing
     keys are allowed only for the parts a video model adds (motion modules, U-ViT skips, CLIP
@@ -445,8 +449,11 @@ def load_transformer(path, motion_module=None, config=None, dtype: torch.dtype |
     from pathlib import Path
 
     from .. import checkpoints as ck
-    from .motion_module import MotionModuleSet, load_motion_module
+    from .motion_module import AUTO, MotionModuleSet, load_motion_module
 
+    if isinstance(config, str) and config not in (AUTO, *ck.TRANSFORMER_PRESETS):
+        raise InputError(f"unknown transformer preset {config!r}; expected one of "
+                         f"{', '.join((AUTO, *ck.TRANSFORMER_PRESETS))}.")
     path = Path(path)
     subfolder = "transformer" if path.is_dir() and (path / "transformer").is_dir() else None
     source = str(path / subfolder) if subfolder else str(path)
@@ -457,6 +464,7 @@ def load_transformer(path, motion_module=None, config=None, dtype: torch.dtype |
     file_config = ck.load_config(path, subfolder)
 
     preset, overrides = (config, None) if isinstance(config, str) else (None, config)
+    preset = None if preset == AUTO else preset
     motion = None
     if motion_module is not None:
         motion = motion_module if isinstance(motion_module, MotionModuleSet) else load_motion_module(
@@ -467,7 +475,7 @@ def load_transformer(path, motion_module=None, config=None, dtype: torch.dtype |
     resolved = ck.resolve_transformer_config(state, config=file_config, preset=preset, overrides=overrides,
                                              source=source)
     if preset is None and not has_motion_keys and motion is None and not _declares_motion(file_config, overrides):
-        resolved["basic_block_type"] = "basic"  # a bare image base loads as the image model
+        resolved["basic_block_type"] = IMAGE_BLOCKS  # a bare image base loads as the image model
     if motion is not None:
         resolved.update(motion.config)
         motion.check_fits(int(resolved["num_attention_heads"]) * int(resolved["attention_head_dim"]),
