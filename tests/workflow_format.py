@@ -17,7 +17,9 @@ layout from its definition:
   value after its own (fixed / increment / decrement / randomize), and an upload combo
   (``image_upload`` / ``video_upload``) stores one extra value (the upload button);
 - a widget that is also linked takes the link; missing trailing values take the defaults (a
-  node that gained inputs loads old workflows this way);
+  node that gained inputs loads old workflows this way) and values past the last widget are
+  ignored (a node whose widgets were merged, e.g. SaveVideo's format + codec into one dynamic
+  ``codec`` combo in current ComfyUI, loads old workflows this way);
 - frontend-only nodes (Note, MarkdownNote, Reroute, PrimitiveNode) and muted nodes (mode 2) are
   not part of the prompt.
 
@@ -148,9 +150,6 @@ def widget_values_by_name(node: dict, definition: dict) -> dict:
 
     for name, spec, _ in ordered_inputs(definition):
         take(name, spec)
-    if position < len(stored):
-        raise ValueError(f"node {node['id']} ({node['type']}) has {len(stored)} widget values but its definition "
-                         f"has room for {position}")
     return values
 
 
