@@ -34,9 +34,10 @@ SETTINGS = workflow_builder.SETTINGS
 SIZE, FRAMES, FPS = SETTINGS["width"], SETTINGS["frames"], SETTINGS["fps"]
 # What the prompt of every workflow asks for, as the world's scene.
 PROMPTED = Scene("red", "circle", "right", "gray")
-# The interrupt test's video: big enough that one sampling step takes well over a websocket round
-# trip on a CPU core, so "within one step" can be told apart from message lag.
-INTERRUPT_SIZE, INTERRUPT_FRAMES = 256, 65
+# The interrupt test's video: big enough that one sampling step of the default model takes well
+# over a websocket round trip on a CPU core (about a second), so "within one step" can be told
+# apart from message lag; 256x256x65 took 34 s a step on a busy 2-core machine.
+INTERRUPT_SIZE, INTERRUPT_FRAMES = 128, 33
 INPUT_FPS, INPUT_FRAMES = 10, 16
 UPLOAD_COMBOS = frozenset({("LoadImage", "image"), ("LoadVideo", "file")})
 # An InP release's extra part; no InP model ships, so that route runs on a tiny random stand-in.
@@ -308,7 +309,7 @@ def test_interrupt_stops_sampling_within_one_step_and_the_server_recovers(server
       work done after the interrupt.
     - Clock: server and test share the machine's wall clock; ``execution_interrupted`` carries the
       server's timestamp, and the server's log line for /interrupt (GET /internal/logs/raw) its time.
-    Steps of ~0.1 s (INTERRUPT_SIZE) keep one step well apart from message and HTTP latency."""
+    Steps of about a second (INTERRUPT_SIZE) keep one step well apart from message and HTTP latency."""
     import datetime
     import itertools
     import statistics
