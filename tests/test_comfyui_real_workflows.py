@@ -170,7 +170,7 @@ def test_text_to_video_draws_the_prompt(server, definitions):
     assert (reading.color, reading.background, reading.motion) == ("red", "gray", "right")
     assert reading.shape == "circle"
     assert len(visible) >= FRAMES - 2
-    assert path[-1, 0] - path[0, 0] >= 6  # a real move across the 32-pixel frame, not a jitter
+    assert path[-1, 0] - path[0, 0] >= 4  # a real move across the 32-pixel frame, not a jitter (seen: 6.7)
 
 
 def test_text_to_image_saves_one_picture_of_the_prompt(server, definitions):
