@@ -202,7 +202,8 @@ def test_bad_model_options_fail_before_any_work(sources, tmp_path):
 
 
 def test_the_trainers_data_loader_reads_the_metadata(sources, tmp_path):
-    data = pytest.importorskip("training.data")
+    from training import data
+
     run_all(sources, tmp_path, "--skip", "aesthetic")
     entries = data.load_entries(str(tmp_path / "metadata.json"), None)
     assert len(entries) == 3 and all(Path(e["file_path"]).is_file() and e["type"] == "video" for e in entries)

@@ -3,13 +3,12 @@
 Both sides get the same seeded noise and a deterministic nonlinear toy eps-model; the state after
 every step must agree to 1e-5 (each sampler in its diffusers scheduler's own scale)."""
 
+import diffusers  # the test extra installs it: a missing diffusers must fail here, not skip
 import pytest
 import torch
 
 from easyanimate_core.sampling.samplers import sample
 from easyanimate_core.sampling.schedule import make_plan
-
-diffusers = pytest.importorskip("diffusers")
 
 EASYANIMATE_KWARGS = dict(beta_start=0.0001, beta_end=0.02, beta_schedule="linear", steps_offset=1)
 SCHEDULERS = {
