@@ -34,6 +34,7 @@ def _launch_two(script, lines, tmp_path):
                                 timeout=300, cwd=tmp_path)
 
 
+@pytest.mark.slow
 def test_two_process_cpu_ddp_vae_then_dit(tmp_path):
     data = make_dataset(tmp_path / "data", videos=2, images=2)
     vae = vae_yaml(tmp_path / "vae.yaml", data, tmp_path / "vae", loss={"disc_start": 1}, train={"steps": 3})

@@ -49,6 +49,7 @@ def _run_py(*args):
     return [sys.executable, str(ROOT / "training" / "run.py"), *args]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_weights(tmp_path, data):
     """Every run is a fresh process, as in real life: the uninterrupted run, the run killed with
     SIGKILL right after its first checkpoint, and the new process that resumes it."""
