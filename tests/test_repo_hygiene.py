@@ -92,6 +92,17 @@ def test_readme_ci_blocks_install_pinned_torch_first_and_run_every_test():
     assert len(README.splitlines()) < 250
 
 
+def test_one_version_one_product_name(pack):
+    import easyanimate_core
+
+    assert {cls.CATEGORY.split("/")[0] for cls in pack.NODE_CLASS_MAPPINGS.values()} == {"VideoDiT"}
+    assert all(node_id.startswith("VDiT_") for node_id in pack.NODE_CLASS_MAPPINGS)  # saved workflows use them
+
+    assert easyanimate_core.__version__ == PYPROJECT["project"]["version"]
+    assert PYPROJECT["project"]["description"].startswith("VideoDiT")
+    assert PYPROJECT["tool"]["comfy"]["DisplayName"].startswith("VideoDiT") and README.startswith("# VideoDiT")
+
+
 def test_license_files_ship_and_agree_with_pyproject():
     assert PYPROJECT["project"]["license"] == {"text": "Apache-2.0"}
     license_text = (ROOT / "LICENSE").read_text()
