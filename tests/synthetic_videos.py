@@ -203,27 +203,34 @@ FOOTAGE = [
 ]
 
 
+FOOTAGE_TINTS = [(1.0, 0.5, 0.5), (0.5, 1.0, 0.5), (0.5, 0.5, 1.0), (1.0, 1.0, 0.4)]
+
+
+def footage_source(k: int) -> tuple[np.ndarray, list[int]]:
+    """The frames of ``FOOTAGE[k]`` and its cut frames."""
+    height, width = FOOTAGE_SIZE
+    parts = [object_scene(round(seconds * FOOTAGE_FPS), height, width, speed, seed=31 * k + s,
+                          tint=FOOTAGE_TINTS[(k + s) % 4], subtitle=subtitle)
+             for s, (seconds, speed, subtitle) in enumerate(FOOTAGE[k][1])]
+    return np.concatenate(parts), [int(c) for c in np.cumsum([len(p) for p in parts])[:-1]]
+
+
 def write_footage(folder) -> dict:
     """The footage set a new user might bring: three sources with hard cuts and scenes moving 0 to
     9 px per frame (one still, one too short, two with burned-in subtitles), a partly
     decodable download, a corrupt file and a caption sidecar per source. Returns the truth:
-    ``cuts`` per source, the ``usable`` scenes ((source, start, end) frames: moving, text-free,
-    long enough) and the ``unusable`` ones with why."""
+    ``cuts`` per source, the ``usable`` scenes ((source, start, end, None): moving, text-free,
+    long enough) and the ``unusable`` ones ((source, start, end, why))."""
     folder = Path(folder)
     height, width = FOOTAGE_SIZE
     truth = {"cuts": {}, "usable": [], "unusable": []}
-    tints = [(1.0, 0.5, 0.5), (0.5, 1.0, 0.5), (0.5, 0.5, 1.0), (1.0, 1.0, 0.4)]
     for k, (name, scenes) in enumerate(FOOTAGE):
-        parts, start = [], 0
-        for s, (seconds, speed, subtitle) in enumerate(scenes):
-            length = round(seconds * FOOTAGE_FPS)
-            parts.append(object_scene(length, height, width, speed, seed=31 * k + s, tint=tints[(k + s) % 4],
-                                      subtitle=subtitle))
+        frames, cuts = footage_source(k)
+        write_video(folder / name, frames, FOOTAGE_FPS)
+        truth["cuts"][name] = cuts
+        for (seconds, speed, subtitle), start, end in zip(scenes, [0, *cuts], [*cuts, len(frames)]):
             why = "still" if speed == 0 else "text" if subtitle else "short" if seconds < 3 else None
-            (truth["unusable"] if why else truth["usable"]).append((name, start, start + length, why))
-            start += length
-        write_video(folder / name, np.concatenate(parts), FOOTAGE_FPS)
-        truth["cuts"][name] = [int(c) for c in np.cumsum([len(p) for p in parts])[:-1]]
+            (truth["unusable"] if why else truth["usable"]).append((name, start, end, why))
         (folder / name).with_suffix(".txt").write_text(f"footage {name[:-4]}")
     # 8 s at 2.5 px per frame of which about 60 % arrived: the decodable part is one usable scene
     frames = object_scene(8 * FOOTAGE_FPS, height, width, 2.5, seed=99, tint=(0.9, 0.8, 1.0))
