@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from synthetic_videos import object_scene, text_frame_set
+from synthetic_videos import FOOTAGE, FOOTAGE_FPS, footage_source, object_scene, text_frame_set
 
 from easyanimate_core.video_io import write_video
 from training.preprocess import cli
@@ -53,6 +53,15 @@ def make_sources(folder: Path, count: int, size, fps: float) -> tuple[dict, floa
         truth[name] = [int(c) for c in np.cumsum([len(p) for p in parts])[:-1]]
         frames_total += sum(len(p) for p in parts)
     return truth, frames_total / fps
+
+
+def make_footage(folder: Path) -> dict:
+    """The three sources of the footage test (tests/test_preprocess_footage.py); true cuts."""
+    truth = {}
+    for k, (name, _) in enumerate(FOOTAGE):
+        frames, truth[name] = footage_source(k)
+        write_video(folder / name, frames, FOOTAGE_FPS)
+    return truth
 
 
 def pyscenedetect_cuts(path, detector) -> list[int]:
@@ -112,6 +121,12 @@ def main():
             found = {name: detect(tmp / "src" / name) for name in truth}
             rate = seconds / (time.perf_counter() - start)
             print(f"  {label:<56} {score_cuts(found, truth)}  {rate:6.1f} s of video / s")
+        (tmp / "footage").mkdir()
+        footage = make_footage(tmp / "footage")
+        print("on the footage test's three sources (5 cuts; fast textured scenes, an object wrapping around):")
+        for label, detect in detectors.items():
+            found = {name: detect(tmp / "footage" / name) for name in footage}
+            print(f"  {label:<56} {score_cuts(found, footage)}")
 
         work = tmp / "work"
         clips = work / "clips"

@@ -70,16 +70,17 @@ def list_sources(source) -> tuple[Path, list[str]]:
 
 def detect_cuts(path, options: SplitOptions) -> tuple[list[int], int]:
     """(frame indices where a new scene starts (never 0), frames the detector decoded)."""
-    from scenedetect import ContentDetector, SceneManager, StatsManager, open_video
+    from scenedetect import SceneManager, open_video
+
+    from .scene_scores import ScoredContentDetector
 
     video = open_video(str(path), backend="pyav")
-    stats = StatsManager()
-    manager = SceneManager(stats_manager=stats)
-    manager.add_detector(ContentDetector(threshold=options.threshold, min_scene_len=options.min_scene_frames))
+    detector = ScoredContentDetector(options.threshold, options.min_scene_frames)
+    manager = SceneManager()
+    manager.add_detector(detector)
     manager.detect_scenes(video)
     decoded = video.frame_number
-    # scores[i]: how much frame i differs from frame i - 1 (the stats key a cut's frame_num has)
-    scores = np.array([stats.get_metrics(i, ["content_val"])[0] or 0.0 for i in range(decoded + 1)])
+    scores = np.array([detector.scores.get(i, 0.0) for i in range(decoded + 1)])
     cuts = [start.frame_num for start, _ in manager.get_scene_list()[1:]]
     return [cut for cut in cuts if _jump(scores, cut) >= options.min_cut_jump], decoded
 
