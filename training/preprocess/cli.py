@@ -38,7 +38,7 @@ class Removed(argparse.Action):
 
     def __init__(self, option_strings, dest, reason: str, **kwargs):
         self.reason = reason
-        super().__init__(option_strings, dest, nargs="?", metavar="", help=f"removed: {reason}", **kwargs)
+        super().__init__(option_strings, dest, nargs="?", metavar="VALUE", help=f"removed: {reason}", **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
         raise InputError(f"{option_string} was removed: {self.reason}")
@@ -235,6 +235,10 @@ def clip_work(stage: str, args, root: Path):
         return _per_item(partial(text_score.score_clip, root=root, detector=detector,
                                  max_area=args.max_text_area, num_frames=args.text_frames))
     if stage == "motion":
+        if not args.min_motion < args.max_motion:
+            raise InputError(f"--min-motion {args.min_motion} must be below --max-motion {args.max_motion}; the motion "
+                             f"score is in % of the frame diagonal per second (defaults {motion.MIN_MOTION} and "
+                             f"{motion.MAX_MOTION})")
         return _per_item(partial(motion.score_clip, root=root, low=args.min_motion, high=args.max_motion))
     if stage == "aesthetic":
         if bool(args.clip_model) != bool(args.aesthetic_head):
@@ -307,7 +311,8 @@ def run_all(args, shard: Shard) -> None:
     args.sources_root = args.sources_root or str(split.list_sources(args.input)[0])  # for source .txt sidecars
     files = dict(zip(STAGE_FILES, (shard.path(workdir / f"{name}.jsonl") for name in STAGE_FILES)))
     stages = [stage for stage in CLIP_STAGES if stage not in args.skip]
-    works = {stage: clip_work(stage, args, clips_dir) for stage in stages}  # bad options fail before any work
+    split_options(args)  # bad options fail before any work
+    works = {stage: clip_work(stage, args, clips_dir) for stage in stages}
     run_split(args, shard, files["split"])
     done = [files["split"]]
     for stage in stages:
