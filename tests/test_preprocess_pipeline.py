@@ -200,7 +200,9 @@ def test_bad_model_options_fail_before_any_work(sources, tmp_path):
     for argv, message in ((["--clip-model", str(tmp_path)], "needs both"),
                           (["--captions", "model"], "needs --caption-model"),
                           (["--text-detector", "easyocr"], "easyocr"),
-                          (["--min-cut-jump", "-1"], "--min-cut-jump >= 0")):
+                          (["--min-cut-jump", "-1"], "--min-cut-jump >= 0"),
+                          (["--min-motion", "5", "--max-motion", "2"], "--min-motion 5.0 must be below"),
+                          (["--thresholds", "10", "20"], "--thresholds was removed")):
         with pytest.raises(EasyAnimateError, match=message):
             cli.main("preprocess", ["all", "--input", str(sources), "--workdir", str(tmp_path), *argv])
         assert not (tmp_path / "split.jsonl").exists() and not (tmp_path / "clips").exists()
