@@ -9,6 +9,9 @@ Stages and their files (``all`` runs them in this order inside ``--workdir``):
   metadata   training metadata JSON + summary          -> metadata.json, summary.txt
   merge      join shard files (--workdir W, or --output OUT INPUT...)
 Cheap filters run first so the model stages see fewer clips. Every stage resumes where it stopped.
+The caption stage says where its captions come from (a model, or .txt sidecars when no
+--caption-model is given) before any work, and summary.txt repeats it. A run that keeps no clip
+exits with an error naming the stages that dropped clips, how many and their score range.
 Shards: --num-shards N --shard-index I (or RANK / WORLD_SIZE from accelerate / torchrun); each
 shard writes NAME.shard-0000I-of-0000N.jsonl; 'merge' joins them afterwards.
 """
