@@ -248,3 +248,11 @@ def test_the_trainers_data_loader_reads_the_metadata(sources, tmp_path):
     run_all(sources, tmp_path, "--skip", "aesthetic")
     entries = data.load_entries(str(tmp_path / "metadata.json"), None)
     assert len(entries) == 3 and all(Path(e["file_path"]).is_file() and e["type"] == "video" for e in entries)
+
+
+def test_one_empty_shard_of_many_is_not_a_failure(sources, tmp_path):
+    """Shard 1 of 4 holds only the corrupt file: it keeps nothing, which is no error for one shard
+    (the merged run is what must keep clips); its metadata is an empty list."""
+    run_all(sources, tmp_path, "--num-shards", "4", "--shard-index", "0")
+    assert [r["source"] for r in read_jsonl(tmp_path / "split.shard-00001-of-00004.jsonl")] == ["broken.mp4"]
+    assert json.loads((tmp_path / "metadata.shard-00001-of-00004.json").read_text()) == []

@@ -296,11 +296,12 @@ def finish(data_root: Path, last_stage_file: Path, stage_files: list, metadata_p
     rows = [metadata.stage_summary(Path(f).stem.split(".")[0], f) for f in stage_files]
     table = metadata.summary_table(rows)
     kept = metadata.kept_records(last_stage_file)
-    result = f"metadata: {len(kept)} clips -> {metadata_path}" if kept else "metadata: no clip kept, nothing written"
+    written = kept or shard_of_many
+    result = f"metadata: {len(kept)} clips -> {metadata_path}" if written else "metadata: no clip kept, nothing written"
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text("\n".join([table, *notes, result]) + "\n", encoding="utf-8")
     print("\n".join([table, *notes]))
-    if not kept and not shard_of_many:
+    if not written:
         raise InputError(f"no clip was kept: {metadata.why_nothing_kept(rows)}; loosen the filter that dropped "
                          f"them (see {summary_path}) or check the input")
     metadata.write_metadata(kept, metadata_path, data_root)
