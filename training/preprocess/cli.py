@@ -253,10 +253,10 @@ def clip_work(stage: str, args, root: Path):
         return _per_item(partial(aesthetic.score_clip, root=root, scorer=scorer, minimum=args.min_aesthetic))
     if stage == "caption":
         source = caption_mode(args)
+        if source == "model" and not args.caption_model:
+            raise InputError("--captions model needs --caption-model with a local vision-language model folder")
         announce("caption", caption.describe_mode(source, args.caption_model, args.captions))
         if source == "model":
-            if not args.caption_model:
-                raise InputError("--captions model needs --caption-model with a local vision-language model folder")
             frames = caption.VisionCaptioner(args.caption_model, max_new_tokens=args.max_new_tokens,
                                              device=args.device, dtype=_dtype(args.dtype))
             summarizer = caption.Summarizer(args.summary_model, temperature=args.summary_temperature,
