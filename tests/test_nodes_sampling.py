@@ -7,6 +7,7 @@ from tiny_models import build_clip, build_dit, build_vae
 
 from easyanimate_core.errors import InputError
 from easyanimate_core.models.handle import ModelHandle
+from easyanimate_core.sampling.options import SamplingOptions
 
 SIZE = 32  # pixels: 4x4 latents
 
@@ -109,7 +110,8 @@ def test_image_to_video_keeps_the_start_and_end_frames_with_a_4_channel_model(no
     assert negative[0][1][nodes.INPAINT_KEY] is condition
     assert nodes.CLIP_EMBEDS_KEY not in positive[0][1]
     assert latent["samples"].shape == (1, 4, 5, 4, 4)
-    assert condition.mask_latents.shape == condition.masked_latents.shape == (1, 4, 5, 4, 4)
+    assert condition.encoded_mask.shape == condition.encoded_kept_frames.shape == (1, 4, 5, 4, 4)
+    assert condition.generate_mask[0, 0, :, 0, 0].tolist() == [0, 1, 1, 1, 0]
     out = _sample(nodes, dit4, positive, negative, latent)["samples"]
     # blending replaces the kept latent frames by the encoded images at the last (noise-free) step
     torch.testing.assert_close(out[:, :, 0], condition.video_latents[:, :, 0])
@@ -244,14 +246,15 @@ def test_text_to_video_with_an_inp_model_matches_the_generate_path(pack, nodes, 
     latent = nodes.VDiT_EmptyLatentVideo().generate(vae, SIZE, SIZE, 9, 1)[0]
     node = _sample(nodes, dit12, positive, negative, latent, seed=7, steps=3)["samples"]
     monkeypatch.setattr(pipeline, "decode", lambda components, latents, **_: latents)  # keep the latents
+    options = SamplingOptions(steps=3, cfg=5.0, seed=7)
     generated = pipeline.generate_encoded(pipeline.Components(dit12.model, vae), positive[0][0], negative[0][0],
-                                          width=SIZE, height=SIZE, frames=9, steps=3, cfg=5.0, seed=7)
+                                          options, width=SIZE, height=SIZE, frames=9)
     torch.testing.assert_close(node, generated * vae.scaling_factor, atol=1e-5, rtol=1e-5)
     # the condition is encoded once per latent shape and is not all zeros
     key = pack.nodes.latent_conditions.ALL_GENERATED_KEY
     condition = latent[key](latent["samples"].shape)
     assert condition is latent[key](latent["samples"].shape)
-    assert condition.mask_latents.abs().sum() > 0 and condition.masked_latents.abs().sum() > 0
+    assert condition.encoded_mask.abs().sum() > 0 and condition.encoded_kept_frames.abs().sum() > 0
 
 
 def test_inp_text_to_video_from_a_foreign_latent_warns(nodes, vae, dit12, caplog):
