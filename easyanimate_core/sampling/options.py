@@ -62,9 +62,10 @@ class SamplingOptions:
             raise InputError(f"karras sigmas are not available for sampler {self.sampler!r}; use them with "
                              f"{', '.join(KARRAS_SAMPLERS)} or turn karras off")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise InputError(f"seed must be a whole number >= 0, got {self.seed!r}")
+            raise InputError(f"seed must be a whole number >= 0, got {self.seed!r}; use e.g. 43")
         if self.context is not None and not isinstance(self.context, ContextWindows):
-            raise InputError(f"context must be a ContextWindows (or None), got {type(self.context).__name__}")
+            raise InputError(f"context must be a ContextWindows (or None), got {type(self.context).__name__}; "
+                             f"build it with ContextWindows(length, overlap)")
         if self.interrupt is not None and not callable(self.interrupt):
             raise InputError(f"interrupt must be a callable that raises to cancel, got "
-                             f"{type(self.interrupt).__name__}")
+                             f"{type(self.interrupt).__name__}; pass a function or None")
