@@ -51,6 +51,21 @@ def test_empty_latent_follows_the_vae_frame_rule(nodes, vae):
     assert node.generate(vae, 40, SIZE, 20, 1)[0]["samples"].shape == (1, 4, 5, 4, 4)
 
 
+def test_new_latent_nodes_default_to_what_the_shipped_model_makes(nodes):
+    """A fresh node runs in seconds on a CPU: the shipped model's generate.yaml size and length."""
+    from pathlib import Path
+
+    import yaml
+
+    made_for = yaml.safe_load((Path(__file__).resolve().parents[1] / "models" / "vdit_default" /
+                               "generate.yaml").read_text())
+    for node in (nodes.VDiT_EmptyLatentVideo, nodes.VDiT_ImageToVideo):
+        inputs = node.INPUT_TYPES()["required"]
+        defaults = {key: inputs[key][1]["default"] for key in ("width", "height", "length")}
+        assert defaults == {"width": made_for["width"], "height": made_for["height"], "length": made_for["frames"]}
+        assert "672x384" in inputs["width"][1]["tooltip"]  # the release sizes are one hover away
+
+
 def test_empty_latent_rejects_a_foreign_vae(nodes):
     with pytest.raises(InputError, match="VDIT_VAE"):
         nodes.VDiT_EmptyLatentVideo().generate(object(), SIZE, SIZE, 17, 1)

@@ -145,6 +145,21 @@ def test_unit_wise_encoding_equals_encoding_the_clip(vae):
         assert torch.equal(got.video_latents, expect_video)
 
 
+def test_inp_condition_marks_the_end_frame_as_kept(vae):
+    """The 12-channel path keeps the reference's input (what its models were trained on): the
+    end image sits in the masked video and the mask says kept, so the last latents differ from
+    the all-generated condition's, and the unit before it is untouched."""
+    from easyanimate_core.sampling.inpaint import all_generated_condition
+
+    end = torch.rand(3, 32, 32)
+    with_end = encode_source(vae, image_to_video_source(16, 32, 32, end=end), 16, vae.scaling_factor,
+                             want_mask=True, want_video=False)
+    free = all_generated_condition(vae, 16, 32, 32)
+    for field in ("encoded_mask", "encoded_kept_frames"):
+        ours, theirs = getattr(with_end, field), getattr(free, field)
+        assert torch.equal(ours[:, :, :2], theirs[:, :, :2]) and not torch.allclose(ours[:, :, 3], theirs[:, :, 3])
+
+
 def test_latent_frame_spans_follow_the_slice_vae(vae):
     assert latent_frame_spans(vae, 16) == [(0, 4), (4, 8), (8, 12), (12, 16)]
     assert latent_frame_spans(vae, 9) == [(0, 1), (1, 5), (5, 9)]
