@@ -168,32 +168,27 @@ def _check_latents(transformer, latents: torch.Tensor) -> bool:
 def _image_condition(is_inp: bool, latents, inpaint: InpaintCondition | None, clip_embeds, guided: bool,
                      plan, noise, options: SamplingOptions, device, dtype):
     """The conditioning object of the model's kind (see ``conditioning.py``)."""
-    if is_inp:
-        if inpaint is None:  # the reference's "no mask" input: everything generated, nothing shown
-            zeros = torch.zeros_like(latents, dtype=torch.float32)
-            inpaint = InpaintCondition(encoded_mask=zeros, encoded_kept_frames=zeros)
-        elif inpaint.encoded_mask is None:
-            raise InputError("the image condition has no encoded mask but the DiT is a 12-channel InP model; "
-                             "encode it with encode_condition(..., inp=True) or inp=None")
-        if inpaint.encoded_mask.shape[2:] != latents.shape[2:]:
-            extra = inpaint.encoded_mask
-            raise InputError(f"the image condition covers {extra.shape[2]} latent frames of "
-                             f"{extra.shape[-2]}x{extra.shape[-1]} but the latents have {latents.shape[2]} of "
-                             f"{latents.shape[-2]}x{latents.shape[-1]}; build both for the same size and length")
-        clip_from_step = plan.steps * (1 - options.clip_apply_ratio)
-        return InpaintChannels(inpaint, clip_embeds, latents.shape[0], guided, clip_from_step, device, dtype)
     if inpaint is None:
-        return NoImage()
-    if inpaint.generate_mask is None:
+        if not is_inp:
+            return NoImage()
+        zeros = torch.zeros_like(latents, dtype=torch.float32)  # the reference's "no mask" input
+        inpaint = InpaintCondition(encoded_mask=zeros, encoded_kept_frames=zeros)
+    if is_inp and inpaint.encoded_mask is None:
+        raise InputError("the image condition has no encoded mask but the DiT is a 12-channel InP model; "
+                         "encode it with encode_condition(..., inp=True) or inp=None")
+    if not is_inp and inpaint.generate_mask is None:
         raise InputError("the image condition has no held latents but the DiT is a 4-channel model, "
                          "which is conditioned by latent blending; encode it with "
                          "encode_condition(..., inp=False) or inp=None")
-    if inpaint.video_latents.shape[2:] != latents.shape[2:]:
-        held = inpaint.video_latents
-        raise InputError(f"the image condition covers {held.shape[2]} latent frames of "
-                         f"{held.shape[-2]}x{held.shape[-1]} but the latents have {latents.shape[2]} of "
+    covered = inpaint.encoded_mask if is_inp else inpaint.video_latents
+    if covered.shape[2:] != latents.shape[2:]:
+        raise InputError(f"the image condition covers {covered.shape[2]} latent frames of "
+                         f"{covered.shape[-2]}x{covered.shape[-1]} but the latents have {latents.shape[2]} of "
                          f"{latents.shape[-2]}x{latents.shape[-1]}; build both for the same size and length")
-    return LatentBlend(inpaint, plan, noise, device)
+    if not is_inp:
+        return LatentBlend(inpaint, plan, noise, device)
+    clip_from_step = plan.steps * (1 - options.clip_apply_ratio)
+    return InpaintChannels(inpaint, clip_embeds, latents.shape[0], guided, clip_from_step, device, dtype)
 
 
 def _stop_if_not_finite(step: int, steps: int, x: torch.Tensor) -> None:
@@ -236,7 +231,7 @@ def denoise(transformer, latents: torch.Tensor, cond, uncond=None, options: Samp
     is_inp = _check_latents(transformer, latents)
     device, dtype = transformer.device, transformer.dtype
     batch, latent_channels, length = latents.shape[:3]
-    text = Guidance(cond, uncond, batch, options.cfg, options.guidance_rescale, latent_channels, device, dtype)
+    guidance = Guidance(cond, uncond, batch, options.cfg, options.guidance_rescale, latent_channels, device, dtype)
 
     if generator is None:  # also feeds euler_a's per-step noise when `noise` is given
         generator = torch.Generator("cpu").manual_seed(options.seed)
@@ -244,16 +239,16 @@ def denoise(transformer, latents: torch.Tensor, cond, uncond=None, options: Samp
         noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32, device=generator.device)
     noise = noise.float().to(device)
     plan = make_plan(options.sampler, options.steps, karras=options.karras, denoise=options.strength)
-    image = _image_condition(is_inp, latents, inpaint, clip_embeds if is_inp else None, text.active, plan,
+    image = _image_condition(is_inp, latents, inpaint, clip_embeds if is_inp else None, guidance.active, plan,
                              noise, options, device, dtype)
     windows = None if options.context is None else [(w, weight.to(device))
                                                     for w, weight in options.context.plan(length)]
     whole = tuple(range(length))
 
     def predict(x, t, step, window):
-        out = transformer(hidden_states=text.batch(take_frames(x, window)), timestep=text.batch(t),
-                          **text.text_inputs(), **image.dit_inputs(window, step))
-        return text.eps(out)
+        out = transformer(hidden_states=guidance.batch(take_frames(x, window)), timestep=guidance.batch(t),
+                          **guidance.text_inputs(), **image.dit_inputs(window, step))
+        return guidance.eps(out)
 
     def model_fn(x, t, step):
         if windows is None:
