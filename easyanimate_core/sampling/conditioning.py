@@ -113,6 +113,7 @@ class InpaintChannels:
         self.guided, self.clip_from_step = guided, clip_from_step
         self.clip = {active: self._clip_inputs(clip_embeds, batch, active, device, dtype)
                      for active in (False, True)}
+        self.per_window = {}  # window -> its DiT-batch channels: built once, not every step
 
     def _clip_inputs(self, clip_embeds, batch, active, device, dtype):
         width = CLIP_CHANNELS if clip_embeds is None else clip_embeds.shape[-1]
@@ -128,10 +129,12 @@ class InpaintChannels:
         return states, mask
 
     def dit_inputs(self, window: Window, step: int) -> dict:
-        extra = take_frames(self.latents, window)
+        if window not in self.per_window:
+            extra = take_frames(self.latents, window)
+            self.per_window[window] = torch.cat([extra, extra]) if self.guided else extra
         states, mask = self.clip[step >= self.clip_from_step]
-        return {"inpaint_latents": torch.cat([extra, extra]) if self.guided else extra,
-                "clip_encoder_hidden_states": states, "clip_attention_mask": mask}
+        return {"inpaint_latents": self.per_window[window], "clip_encoder_hidden_states": states,
+                "clip_attention_mask": mask}
 
     def after_step(self, step: int, x: torch.Tensor) -> torch.Tensor:
         return x
