@@ -111,6 +111,19 @@ def test_sampler_options(nodes, vae, dit4, sampler, scheduler):
     assert torch.isfinite(out["samples"]).all()
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_non_finite_cfg_is_refused_before_the_model_runs(nodes, vae, dit4, value):
+    latent = nodes.VDiT_EmptyLatentVideo().generate(vae, SIZE, SIZE, 8, 1)[0]
+    calls = []
+    handle = dit4.model.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        with pytest.raises(InputError, match=f"cfg must be a finite number from 0 to 100, got {value}"):
+            _sample(nodes, dit4, _cond(), _cond(), latent, cfg=value)
+    finally:
+        handle.remove()
+    assert not calls
+
+
 def test_karras_with_an_unsupported_sampler_says_so(nodes, vae, dit4):
     latent = nodes.VDiT_EmptyLatentVideo().generate(vae, SIZE, SIZE, 8, 1)[0]
     with pytest.raises(InputError, match="karras"):
