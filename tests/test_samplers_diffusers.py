@@ -57,13 +57,17 @@ def test_matches_diffusers_every_step(name, karras, steps, denoise):
 
     ours, seen_t = [], []
 
-    def model_fn(x, t):
+    steps_seen = []
+
+    def model_fn(x, t, step):
         seen_t.append(t)
+        steps_seen.append(step)
         return toy_eps(x, t)
 
     final = sample(model_fn, noise, name, steps, generator=torch.Generator().manual_seed(7), karras=karras,
                    denoise=denoise, init_latents=init, callback=lambda i, x, denoised: ours.append(x))
     assert len(ours) == len(expected) == int(steps * denoise)
+    assert steps_seen == list(range(len(ours)))  # the samplers hand the step index through
     for i, (a, b) in enumerate(zip(ours, expected)):
         assert (a - b).abs().max().item() <= 1e-5, f"step {i}"
     assert torch.equal(final, ours[-1])

@@ -70,6 +70,7 @@ DEFAULTS = {
     "context_length": 0,       # latent frames per sliding window; 0 = off
     "context_overlap": 4,
     "context_fuse": "pyramid",  # pyramid / linear / flat
+    "context_strides": 2,      # 1 = contiguous windows; 2+ = also every-2nd(-4th...)-frame windows (smooth motion)
     "chunk_frames": 0,         # frames per chunk in chunked long-video mode; 0 = off
     "overlap_frames": 4,
     # output
@@ -258,9 +259,10 @@ def main(command: str, argv) -> int:
         torch.set_num_threads(config["threads"])
     from easyanimate_core.progress import console
     from easyanimate_core.sampling.context import ContextWindows
-    from easyanimate_core.sampling.frames import bucket_size
     from easyanimate_core.sampling.long_video import iter_long_video
+    from easyanimate_core.sampling.options import SamplingOptions
     from easyanimate_core.sampling.pipeline import generate
+    from easyanimate_core.sampling.shape_rules import bucket_size
     from easyanimate_core.video_io import VideoWriter, write_video
 
     start = read_image(config["start_image"]) if config["start_image"] else None
@@ -269,28 +271,29 @@ def main(command: str, argv) -> int:
     if start is not None and config["base_resolution"]:
         config["width"], config["height"] = bucket_size(start.shape[2], start.shape[1],
                                                         int(config["base_resolution"]))
-    components = load_components(config)
     context = None
     if config["context_length"]:
         context = ContextWindows(int(config["context_length"]), int(config["context_overlap"]),
-                                 config["context_fuse"])
-    passed = ("width", "height", "steps", "cfg", "sampler", "karras", "guidance_rescale", "clip_apply_ratio")
-    options = {key: config[key] for key in passed}
-    options.update(context=context, seam=None if config["seam"] == "none" else config["seam"],
-                   progress=console("generate"))
+                                 config["context_fuse"], int(config["context_strides"]))
+    sampling = SamplingOptions(steps=config["steps"], cfg=config["cfg"], sampler=config["sampler"],
+                               karras=config["karras"], seed=config["seed"], strength=config["strength"],
+                               clip_apply_ratio=config["clip_apply_ratio"],
+                               guidance_rescale=config["guidance_rescale"], context=context)
+    options = dict(width=config["width"], height=config["height"],
+                   seam=None if config["seam"] == "none" else config["seam"], progress=console("generate"))
+    components = load_components(config)  # after the options are checked: bad numbers cost no loading
     output = Path(config["output"] or f"samples/{time.strftime('%Y%m%d-%H%M%S')}.mp4")
     began = time.perf_counter()
     if config["chunk_frames"]:
         if end is not None or video is not None:
             raise InputError("--chunk-frames (long-video mode) takes a start image only; drop --end-image / "
                              "--video or the chunking")
-        pieces = iter_long_video(components, config["prompt"], config["negative"], frames=config["frames"],
+        pieces = iter_long_video(components, config["prompt"], config["negative"], sampling, frames=config["frames"],
                                  chunk_frames=config["chunk_frames"], overlap_frames=config["overlap_frames"],
-                                 seed=config["seed"], start_image=start, **options)
+                                 start_image=start, **options)
     else:
-        pieces = [generate(components, config["prompt"], config["negative"], frames=config["frames"],
-                           seed=config["seed"], start_image=start, end_image=end, video=video,
-                           strength=config["strength"], **options)]
+        pieces = [generate(components, config["prompt"], config["negative"], sampling, frames=config["frames"],
+                           start_image=start, end_image=end, video=video, **options)]
     if isinstance(pieces, list) and pieces[0].shape[2] == 1:  # an image
         path, written = write_video(output, list(to_uint8_frames(pieces[0])), fps=config["fps"]), 1
     else:  # streamed frame by frame: chunked mode never holds the clip

@@ -381,6 +381,7 @@ def run(command: str, cfg: dict, resume, adapt=None, export=None, transform=None
 
 def validate_generation(cfg, model, vae, text_encoder, device, step) -> list[str]:
     """Sample every validation prompt with the release pipeline and write the videos."""
+    from easyanimate_core.sampling.options import SamplingOptions
     from easyanimate_core.sampling.pipeline import Components, generate
     from easyanimate_core.video_io import write_video
 
@@ -391,8 +392,9 @@ def validate_generation(cfg, model, vae, text_encoder, device, step) -> list[str
     written = []
     for k, prompt in enumerate(v["prompts"]):
         with torch.no_grad():
-            video = generate(components, prompt, width=v["width"], height=v["height"], frames=v["frames"],
-                             steps=v["steps"], cfg=v["guidance"], sampler=v["sampler"], seed=v["seed"])
+            options = SamplingOptions(steps=v["steps"], cfg=v["guidance"], sampler=v["sampler"], seed=v["seed"])
+            video = generate(components, prompt, options=options, width=v["width"], height=v["height"],
+                             frames=v["frames"])
         frames = (video[0].permute(1, 2, 3, 0) * 255).round().clamp(0, 255).byte().numpy()
         path = Path(cfg["train"]["output_dir"]) / "validation" / f"step-{step:08d}-{k}.mp4"
         written.append(write_video(path, frames, fps=8))

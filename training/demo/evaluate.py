@@ -59,14 +59,15 @@ def load_components(model: Path, lora_strength: float = 0.0, lora: Path | None =
 def generate_clips(components, prompts: list[str], seed: int, steps: int, cfg: float, sampler: str,
                    frames: int = 16, size: int = 32, seam: str = "none", batch: int = 27) -> np.ndarray:
     """(N, F, H, W, 3) uint8 clips, generated ``batch`` prompts at a time."""
+    from easyanimate_core.sampling.options import SamplingOptions
     from easyanimate_core.sampling.pipeline import generate
 
     out = []
     for start in range(0, len(prompts), batch):
         chunk = prompts[start:start + batch]
         with torch.no_grad():
-            video = generate(components, chunk, "", width=size, height=size, frames=frames, steps=steps,
-                             cfg=cfg, sampler=sampler, seed=seed + start, seam=seam)
+            options = SamplingOptions(steps=steps, cfg=cfg, sampler=sampler, seed=seed + start)
+            video = generate(components, chunk, "", options, width=size, height=size, frames=frames, seam=seam)
         out.append((video.permute(0, 2, 3, 4, 1).clamp(0, 1) * 255).round().to(torch.uint8).numpy())
     return np.concatenate(out)
 
