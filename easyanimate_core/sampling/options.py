@@ -51,7 +51,7 @@ class SamplingOptions:
             raise InputError(f"steps must be a whole number from 1 to {MAX_STEPS}, got {self.steps!r}; "
                              f"25 is the release default")
         _finite("cfg", self.cfg, 0.0, MAX_CFG, "use e.g. 7 (1 or less turns guidance off)")
-        _finite("strength", self.strength, 0.0, 1.0, "use 1.0 for text-to-video, 0.5-0.8 for video-to-video")
+        _finite("strength", self.strength, 0.0, 1.0, "use 1.0 for text-to-video, below 1 for video-to-video (lower keeps more of the input)")
         if float(self.strength) == 0.0:
             raise InputError("strength 0 would run no step; use a strength above 0 (1.0 for text-to-video)")
         _finite("guidance_rescale", self.guidance_rescale, 0.0, 1.0, "0 turns it off, 0.7 is typical")
