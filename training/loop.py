@@ -8,9 +8,10 @@ owns everything around it:
 * reproducibility: every step's randomness comes from a generator seeded by (seed, step, rank) and
   the global RNG is re-seeded the same way, so the weights a run reaches depend only on the seed,
   never on where it was interrupted;
-* checkpoints every ``checkpoint_every`` steps through ``accelerator.save_state`` (models,
-  optimizers, schedulers, EMA, data position) written to a temporary folder and renamed into
-  place, so a kill during a save leaves the previous checkpoint the latest complete one;
+* checkpoints every ``checkpoint_every`` steps (models, optimizers, schedulers, EMA, data
+  position, RNG; safetensors + JSON only, see :mod:`training.checkpoint`) written to a temporary
+  folder and renamed into place, so a kill during a save leaves the previous checkpoint the latest
+  complete one;
 * ``resume`` ("latest" or a checkpoint folder), logging to TensorBoard and a CSV, a loss-curve PNG
   at the end, a progress bar with ETA, validation every ``validation_every`` steps.
 """
@@ -29,6 +30,7 @@ from pathlib import Path
 import torch
 
 from easyanimate_core.errors import InputError
+from training.checkpoint import RUN_FILE, read_checkpoint, write_checkpoint
 from training.data import seeded_generator
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -138,16 +140,25 @@ def resolve_resume(resume: str, output_dir) -> Path:
         if not found:
             raise InputError(f"--resume latest found no complete checkpoint under "
                              f"{checkpoint_dir(output_dir)}; start without --resume or pass a folder.")
-        return found[-1]
-    path = Path(resume)
-    if not (path.is_dir() and (path / "custom_checkpoint_0.pkl").is_file()):
+        path = found[-1]
+    else:
+        path = Path(resume)
+    if path.is_dir() and not (path / RUN_FILE).is_file():
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".pkl", ".bin"))
+        if pickles:
+            raise InputError(f"checkpoint {path} is in the old pickle format ({pickles[0]}), which is never "
+                             f"loaded because a pickle can run code; convert it with 'python training/run.py "
+                             f"convert-checkpoint {path}' (reads it without running code) and resume again.")
+    if not (path / RUN_FILE).is_file():
         raise InputError(f"--resume {resume} is not a complete checkpoint folder (expected "
                          f"{CHECKPOINT_PREFIX}<step> with the saved states); pass one from "
                          f"{checkpoint_dir(output_dir)} or 'latest'.")
     return path
 
 
-def save_checkpoint(accelerator, output_dir, step: int, keep: int) -> Path:
+def save_checkpoint(accelerator, output_dir, step: int, keep: int, objects, train_cfg: dict) -> Path:
+    """Write the run's state to ``checkpoints/checkpoint-<step>`` (what it holds: training.checkpoint)
+    through a temporary folder renamed into place, then drop checkpoints beyond ``keep``."""
     folder = checkpoint_dir(output_dir)
     final = folder / f"{CHECKPOINT_PREFIX}{step:08d}"
     temp = folder / f".tmp-{CHECKPOINT_PREFIX}{step:08d}"
@@ -155,7 +166,7 @@ def save_checkpoint(accelerator, output_dir, step: int, keep: int) -> Path:
         shutil.rmtree(temp, ignore_errors=True)
         temp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(temp))
+    write_checkpoint(accelerator, temp, objects, {**train_cfg, "step": step})
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)
@@ -334,10 +345,10 @@ def train(accelerator, cfg: dict, stream, step_fn, checkpoint_objects=(), export
 
     output_dir = Path(cfg["output_dir"])
     state = TrainState()
-    accelerator.register_for_checkpointing(state, *checkpoint_objects)
+    objects = [state, *checkpoint_objects]
     if resume:
         path = resolve_resume(resume, output_dir)
-        accelerator.load_state(str(path))
+        read_checkpoint(accelerator, path, objects, cfg)
         stream.load_state_dict(state.data)
         accelerator.print(f"resumed from {path} at step {state.step}")
     log = LossLog(output_dir, accelerator.is_main_process, state.step)
@@ -364,7 +375,7 @@ def train(accelerator, cfg: dict, stream, step_fn, checkpoint_objects=(), export
                 bar.set_postfix({k: f"{v:.4g}" for k, v in list(values.items())[:3]})
             bar.update(1)
             if (cfg["checkpoint_every"] and state.step % cfg["checkpoint_every"] == 0) or state.step == cfg["steps"]:
-                save_checkpoint(accelerator, output_dir, state.step, cfg["checkpoints_keep"])
+                save_checkpoint(accelerator, output_dir, state.step, cfg["checkpoints_keep"], objects, cfg)
             if validate is not None and cfg["validation_every"] and state.step % cfg["validation_every"] == 0:
                 if accelerator.is_main_process:
                     validate(state.step)
