@@ -72,9 +72,11 @@ def test_stage2_trains_decoder_only(tmp_path, dataset):
     assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
     assert any(not torch.equal(before[k], after[k]) for k in trained)
     # stage 2 defaults follow the spec: L2 instead of L1
-    from training.train_vae import command_defaults
-    assert command_defaults("vae-decoder")["loss"]["l2_weight"] == 1.0
-    assert command_defaults("vae-decoder")["loss"]["l1_weight"] == 0.0
+    from training.options import defaults_of
+    from training.train_vae import command_options
+
+    assert defaults_of(command_options("vae-decoder"))["loss"]["l2_weight"] == 1.0
+    assert defaults_of(command_options("vae-decoder"))["loss"]["l1_weight"] == 0.0
 
 
 @pytest.mark.parametrize("slice_mode", [True, False])

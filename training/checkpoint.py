@@ -111,6 +111,16 @@ def _load_weights(path: Path) -> dict:
                          f"earlier checkpoint or start a new output_dir.") from error
 
 
+def match_parameter_layout(optimizer) -> None:
+    """safetensors stores tensors contiguous; a channels-last parameter's moments must come back
+    with its strides, as the uninterrupted run has them (the fused Adam kernel walks parameter and
+    state memory in the same order, so a layout mismatch changes the update, not just its speed)."""
+    for parameter, state in optimizer.state.items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == parameter.shape and value.stride() != parameter.stride():
+                state[key] = torch.empty_like(parameter, dtype=value.dtype).copy_(value)
+
+
 def read_checkpoint(accelerator, folder: Path, objects, train_cfg: dict) -> None:
     """Restore what :func:`write_checkpoint` wrote, checking every file before it is used."""
     folder = Path(folder)
@@ -131,6 +141,7 @@ def read_checkpoint(accelerator, folder: Path, objects, train_cfg: dict) -> None
         except (ValueError, KeyError) as error:
             raise InputError(f"checkpoint {folder}: the optimizer state does not fit this run's trainable "
                              f"parameters ({error}); resume with the config that made it.") from error
+        match_parameter_layout(optimizer)
     for index, obj in enumerate(objects):
         obj.load_state_dict(load_state(folder / f"state_{index}", f"{type(obj).__name__} state"))
     if accelerator.scaler is not None and (folder / "grad_scaler.json").is_file():

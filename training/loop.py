@@ -32,23 +32,27 @@ import torch
 from easyanimate_core.errors import InputError
 from training.checkpoint import RUN_FILE, read_checkpoint, write_checkpoint
 from training.data import seeded_generator
+from training.options import Opt, choice, flag, path, whole
 
 CHECKPOINT_PREFIX = "checkpoint-"
 
-# Options of the loop itself; every trainer includes them in its DEFAULTS under "train".
-LOOP_DEFAULTS = {
-    "output_dir": "outputs/run",
-    "seed": 42,
-    "steps": 1000,                # training steps (batches) to run in total
-    "checkpoint_every": 500,      # 0: only at the end
-    "checkpoints_keep": 3,        # older complete checkpoints are deleted
-    "log_every": 1,
-    "validation_every": 0,        # 0: no validation during training
-    "mixed_precision": "no",      # no | fp16 | bf16
-    "gradient_accumulation_steps": 1,
-    "cpu": False,                 # train on the CPU even where a GPU is present
-    # DDP: image batches skip the motion modules, so the set of used parameters changes per batch
-    "find_unused_parameters": True,
+LR_SCHEDULES = ("constant", "constant_with_warmup", "cosine")  # lr_schedule's kinds
+
+# Options of the loop itself; every trainer includes them in its options under "train".
+LOOP_OPTIONS = {
+    "output_dir": Opt("outputs/run", path(), "folder for checkpoints, logs and the exported model"),
+    "seed": Opt(42, whole(), "seed of every random draw (weights, data order, noise)"),
+    "steps": Opt(1000, whole(1), "training steps (batches) to run in total"),
+    "checkpoint_every": Opt(500, whole(), "save a checkpoint every N steps (0: only at the end)"),
+    "checkpoints_keep": Opt(3, whole(), "complete checkpoints kept; older ones are deleted (0: keep all)"),
+    "log_every": Opt(1, whole(1), "write losses to the CSV / TensorBoard every N steps"),
+    "validation_every": Opt(0, whole(), "run validation every N steps (0: never)"),
+    "mixed_precision": Opt("no", choice("no", "fp16", "bf16", aliases={False: "no", None: "no"}),
+                           "autocast precision of the forward pass"),
+    "gradient_accumulation_steps": Opt(1, whole(1), "batches whose gradients add up to one optimizer step"),
+    "cpu": Opt(False, flag(), "train on the CPU even where a GPU is present"),
+    # image batches skip the motion modules, so the set of used parameters changes per batch
+    "find_unused_parameters": Opt(True, flag(), "DDP: allow parameters without a gradient in a step"),
 }
 
 
@@ -80,10 +84,6 @@ def launch_data_parallel(processes: int, script_args: list[str], env: dict | Non
 
 
 def make_accelerator(train_cfg: dict):
-    for name in ("steps", "log_every", "gradient_accumulation_steps"):  # before any model is built
-        if not isinstance(train_cfg[name], int) or train_cfg[name] < 1:
-            raise InputError(f"train.{name} must be a whole number of at least 1, found {train_cfg[name]!r}; "
-                             f"set e.g. train.{name}=1.")
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
