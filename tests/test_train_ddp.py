@@ -46,6 +46,7 @@ def test_two_process_cpu_ddp_vae_then_dit(tmp_path):
     run = _launch_two(script, [f"vae --config {vae}", f"dit-full --config {dit}"], tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("weights identical on all 2 processes") == 2, run.stdout[-3000:]
+    assert run.stdout.count("distributed mode: DDP over 2 processes (gloo backend, cpu)") == 2, run.stdout[-3000:]
     assert (tmp_path / "vae" / "vae" / "diffusion_pytorch_model.safetensors").is_file()
     assert (tmp_path / "dit" / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
     # linear warm-up over 4 steps: after step k the factor is (k + 1) / 4, as on one process

@@ -83,7 +83,36 @@ def launch_data_parallel(processes: int, script_args: list[str], env: dict | Non
     return subprocess.run(command, env=env, check=False, **run_options)
 
 
+def check_deepspeed_can_run(train_cfg: dict) -> None:
+    """``accelerate launch`` with a DeepSpeed config sets ACCELERATE_USE_DEEPSPEED; without CUDA
+    accelerate would fall back to plain CPU DDP without a word (we pass ``cpu=True`` there), so a
+    ZeRO run that cannot happen stops here instead."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() not in ("1", "true", "yes"):
+        return
+    if train_cfg["cpu"] or not torch.cuda.is_available():
+        where = "train.cpu=true asks for the CPU" if train_cfg["cpu"] else "this machine has none"
+        raise InputError(f"DeepSpeed ZeRO needs CUDA GPUs; {where}: use DDP (accelerate launch --multi_gpu) "
+                         f"or run on GPUs.")
+    import importlib.util
+
+    if importlib.util.find_spec("deepspeed") is None:
+        raise InputError("accelerate was launched with a DeepSpeed config but the deepspeed package is not "
+                         "installed: pip install deepspeed, or launch DDP with accelerate launch --multi_gpu.")
+
+
+def distributed_mode(accelerator) -> str:
+    """What actually runs, in words, for the log."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is not None:
+        return f"DeepSpeed ZeRO-{plugin.zero_stage} over {accelerator.num_processes} processes"
+    if accelerator.num_processes == 1:
+        return f"single process on {accelerator.device}"
+    backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "unknown"
+    return f"DDP over {accelerator.num_processes} processes ({backend} backend, {accelerator.device})"
+
+
 def make_accelerator(train_cfg: dict):
+    check_deepspeed_can_run(train_cfg)
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
@@ -96,12 +125,14 @@ def make_accelerator(train_cfg: dict):
 
     # Without a GPU, accelerate forms a multi-process group (gloo) only when told it runs on the
     # CPU; so `accelerate launch --multi_gpu --num_processes N` gives CPU DDP on a CPU-only machine.
-    return Accelerator(cpu=bool(train_cfg["cpu"]) or not torch.cuda.is_available(),
+    accelerator = Accelerator(cpu=bool(train_cfg["cpu"]) or not torch.cuda.is_available(),
                        mixed_precision=mixed_precision(train_cfg["mixed_precision"]),
                        gradient_accumulation_steps=train_cfg["gradient_accumulation_steps"],
                        project_config=ProjectConfiguration(project_dir=train_cfg["output_dir"]),
                        kwargs_handlers=[DistributedDataParallelKwargs(
                            find_unused_parameters=bool(train_cfg["find_unused_parameters"]))])
+    accelerator.print(f"distributed mode: {distributed_mode(accelerator)}")
+    return accelerator
 
 
 class TrainState:
