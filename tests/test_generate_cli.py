@@ -124,7 +124,7 @@ def test_lora_spec_parsing(tmp_path):
 
 
 def test_option_errors(model, tmp_path):
-    with pytest.raises(InputError, match="--dtype"):
+    with pytest.raises(InputError, match="dtype: expected one of auto, fp32, bf16, fp16, got 'fp64' \\(in command line\\)"):
         main("generate", ["--model", str(model), *FAST, "--dtype", "fp64"])
     with pytest.raises(InputError, match="does not exist"):
         main("generate", ["--config", str(tmp_path / "none.yaml")])

@@ -31,6 +31,7 @@ class Kind:
     annotation: Any
     expected: str
     choices: tuple = ()
+    value_type: type = str   # what a command-line flag reads (float, int, bool, str, list, dict)
 
     @cached_property
     def adapter(self) -> TypeAdapter:
@@ -69,16 +70,16 @@ def _bounds(low, high, low_open, high_open) -> tuple[dict, str]:
 def number(low=None, high=None, low_open=False, high_open=False) -> Kind:
     limits, words = _bounds(low, high, low_open, high_open)
     expected = "a positive number" if (low == 0 and low_open and high is None) else f"a number{words}"
-    return Kind(Annotated[float, Strict(), Field(allow_inf_nan=False, **limits)], expected)
+    return Kind(Annotated[float, Strict(), Field(allow_inf_nan=False, **limits)], expected, value_type=float)
 
 
 def whole(low=0, high=None) -> Kind:
     limits, words = _bounds(low, high, False, False)
-    return Kind(Annotated[int, Strict(), Field(**limits)], f"a whole number{words}")
+    return Kind(Annotated[int, Strict(), Field(**limits)], f"a whole number{words}", value_type=int)
 
 
 def flag() -> Kind:
-    return Kind(Annotated[bool, Strict()], "true or false")
+    return Kind(Annotated[bool, Strict()], "true or false", value_type=bool)
 
 
 def text() -> Kind:
@@ -102,19 +103,20 @@ def listof(item: Kind, length: int | None = None, min_length: int = 0) -> Kind:
     limits = {"min_length": length, "max_length": length} if length is not None else {"min_length": min_length}
     size = f"{length} " if length is not None else ("one or more " if min_length == 1 else "")
     return Kind(Annotated[list[item.annotation], Strict(), Field(**limits)],
-                f"a list of {size}values, each {item.expected}", item.choices)
+                f"a list of {size}values, each {item.expected}", item.choices, list)
 
 
 def either(first: Kind, second: Kind) -> Kind:
-    return Kind(first.annotation | second.annotation, f"{first.expected} or {second.expected}")
+    return Kind(first.annotation | second.annotation, f"{first.expected} or {second.expected}",
+                value_type=first.value_type)
 
 
 def optional(item: Kind) -> Kind:
-    return Kind(item.annotation | None, f"{item.expected} (or nothing)", item.choices)
+    return Kind(item.annotation | None, f"{item.expected} (or nothing)", item.choices, item.value_type)
 
 
 def mapping() -> Kind:
-    return Kind(dict[str, Any], "a mapping of options (key: value lines)")
+    return Kind(dict[str, Any], "a mapping of options (key: value lines)", value_type=dict)
 
 
 def free(help_text: str) -> Opt:
