@@ -153,12 +153,12 @@ def check_output(path, fps, frames: int) -> Path:
     (:func:`write_video`), so only the folder matters then."""
     path = Path(path)
     check_fps(fps)
+    if path.is_dir():
+        raise InputError(f"output {path} is a folder; name a file inside it, e.g. {path / 'video.mp4'}")
     if frames > 1 and path.suffix.lower() not in VIDEO_SUFFIXES:
         found = f"the extension {path.suffix!r}" if path.suffix else "no extension"
         raise InputError(f"output {path} has {found}; videos are written as H.264 in "
                          f"{' / '.join(VIDEO_SUFFIXES)}: name it e.g. {path.with_suffix('.mp4').name}")
-    if path.is_dir():
-        raise InputError(f"output {path} is a folder; name a file inside it, e.g. {path / 'video.mp4'}")
     existing = path.parent
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
