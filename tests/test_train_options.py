@@ -2,6 +2,8 @@
 unknown DeepSpeed setup is one line on stderr before any model or folder is made (issue 27.6, 27.9,
 29.5)."""
 
+from pathlib import Path
+
 import pytest
 
 from training.run import COMMANDS
@@ -139,3 +141,23 @@ def test_deepspeed_without_cuda_refuses_and_the_log_says_what_runs(tmp_path, cap
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert run_main(["vae", "--config", cfg]) == 0
     assert "distributed mode: single process on cpu" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("demo", ["demo.yaml", "demo_30min.yaml", "smoke.yaml"])
+def test_demo_chain_stage_configs_pass_the_option_checks(demo, tmp_path):
+    """demo-train writes a config per training stage and runs the trainers on it: every value it
+    sets must satisfy the trainers' options."""
+    import yaml
+
+    from training.config import build_config, parse_args
+    from training.demo.chain import DEFAULTS, TRAINING_STAGES, Chain
+
+    cfg = build_config(DEFAULTS, str(Path(__file__).resolve().parents[1] / "training" / "demo" / "configs" / demo))
+    cfg["workdir"] = str(tmp_path)
+    chain = Chain(cfg)
+    for stage in TRAINING_STAGES:
+        file = tmp_path / f"{stage}.yaml"
+        file.write_text(yaml.safe_dump(chain.stage_config(stage)))
+        command = "vae" if stage == "vae-image" else stage
+        checked, _ = parse_args(command, ["--config", str(file)], trainer_options(command), "")
+        assert checked["train"]["output_dir"]

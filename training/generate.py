@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from easyanimate_core.errors import CheckpointError, InputError
 from easyanimate_core.sampling.context import FUSE_MODES
