@@ -172,7 +172,9 @@ def validate(config: dict, options: dict, sources: dict | None = None, prefix: s
 
 
 def show(value) -> str:
-    """A default as it would be written after ``key=``."""
+    """A default as it would be written after ``key=`` ("none" for no value)."""
+    if value is None:
+        return "none"
     return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...").removesuffix(
         "...").strip()
 
