@@ -315,14 +315,15 @@ def _model_config(path, preset, presets) -> dict:
     return dict(presets.get(preset or "v3", {}))
 
 
-def _weights_bytes(*paths) -> int:
-    total = 0
+def _weights_bytes(paths, offload: bool) -> int:
+    """Bytes of weight files the device holds at once: all of them, or the largest model when
+    ``offload`` moves one model at a time."""
+    sizes = [0]
     for part in paths:
-        if part is None:
-            continue
-        files = [Path(part)] if Path(part).is_file() else Path(part).rglob("*")
-        total += sum(f.stat().st_size for f in files if f.suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt"))
-    return total
+        if part is not None:
+            files = [Path(part)] if Path(part).is_file() else Path(part).rglob("*")
+            sizes.append(sum(f.stat().st_size for f in files if f.suffix in (".safetensors", ".bin", ".pt", ".pth")))
+    return max(sizes) if offload else sum(sizes)
 
 
 def check_budget(config: dict, device: torch.device) -> None:
@@ -337,7 +338,8 @@ def check_budget(config: dict, device: torch.device) -> None:
         config["width"], config["height"], config["frames"], config["steps"],
         _model_config(transformer, config["transformer_config"], TRANSFORMER_PRESETS),
         _model_config(vae, config["vae_config"], VAE_PRESETS),
-        weights_bytes=_weights_bytes(transformer, vae, _part(config, "text_encoder", "text_encoder", required=False)),
+        weights_bytes=_weights_bytes([transformer, vae, _part(config, "text_encoder", "text_encoder", required=False)],
+                                     config["offload"]),
         dtype_bytes=torch.finfo(dtype).bits // 8, context_length=config["context_length"],
         chunk_frames=config["chunk_frames"])
     check_fits(estimate, device)

@@ -56,14 +56,6 @@ LOOP_OPTIONS = {
 }
 
 
-def mixed_precision(value) -> str:
-    """``no`` | ``fp16`` | ``bf16``; YAML reads a bare ``no`` as false, which means the same."""
-    value = "no" if value is False or value is None else str(value)
-    if value not in ("no", "fp16", "bf16"):
-        raise InputError(f"train.mixed_precision {value!r} is not one of no, fp16, bf16; pick one of those.")
-    return value
-
-
 def launch_data_parallel(processes: int, script_args: list[str], env: dict | None = None, **run_options):
     """``python <script_args>`` as ``processes`` DDP ranks on this machine through accelerate's
     launcher (without a GPU the trainers form a gloo group on the CPU), one thread per rank.
@@ -106,9 +98,9 @@ def distributed_mode(accelerator) -> str:
     if plugin is not None:
         return f"DeepSpeed ZeRO-{plugin.zero_stage} over {accelerator.num_processes} processes"
     if accelerator.num_processes == 1:
-        return f"single process on {accelerator.device}"
+        return f"single process on {accelerator.device.type}"
     backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "unknown"
-    return f"DDP over {accelerator.num_processes} processes ({backend} backend, {accelerator.device})"
+    return f"DDP over {accelerator.num_processes} processes ({backend} backend, {accelerator.device.type})"
 
 
 def make_accelerator(train_cfg: dict):
@@ -126,7 +118,7 @@ def make_accelerator(train_cfg: dict):
     # Without a GPU, accelerate forms a multi-process group (gloo) only when told it runs on the
     # CPU; so `accelerate launch --multi_gpu --num_processes N` gives CPU DDP on a CPU-only machine.
     accelerator = Accelerator(cpu=bool(train_cfg["cpu"]) or not torch.cuda.is_available(),
-                       mixed_precision=mixed_precision(train_cfg["mixed_precision"]),
+                       mixed_precision=train_cfg["mixed_precision"],
                        gradient_accumulation_steps=train_cfg["gradient_accumulation_steps"],
                        project_config=ProjectConfiguration(project_dir=train_cfg["output_dir"]),
                        kwargs_handlers=[DistributedDataParallelKwargs(

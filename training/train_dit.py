@@ -31,7 +31,6 @@ from training.loop import (
     fused_adam,
     lr_schedule,
     make_accelerator,
-    mixed_precision,
     train,
 )
 
@@ -281,7 +280,7 @@ def run(command: str, cfg: dict, resume, adapt=None, export=None, transform=None
     accelerator = make_accelerator(tcfg)
     torch.manual_seed(tcfg["seed"])
     device = accelerator.device
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision(tcfg["mixed_precision"]),
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(tcfg["mixed_precision"],
                                                                        torch.float32)
 
     model = build_transformer(mcfg)
