@@ -129,3 +129,15 @@ def test_estimate_grows_with_the_shapes_and_the_limits_apply():
     tiny = estimate_generation(32, 32, 9, 2, {"num_attention_heads": 2, "attention_head_dim": 16, "num_layers": 2},
                                {"ch": 8, "ch_mult": [1, 2, 2, 2]})
     assert cpu_time_warning(tiny, threads=1) is None and tiny.peak_bytes < GIB
+
+
+def test_a_long_cpu_run_is_announced_with_its_time_scale(model, tmp_path, monkeypatch, caplog):
+    import logging
+
+    from easyanimate_core.sampling import budget
+
+    monkeypatch.setattr(budget, "SLOW_SECONDS", 0)  # the tiny run counts as long: the note must show
+    with caplog.at_level(logging.WARNING, logger="easyanimate_core"):
+        assert generate.main("generate", ["--model", str(model), *FAST, "--output", str(tmp_path / "c.mp4")]) == 0
+    assert any("note: this run is roughly" in r.getMessage() and "of CPU work" in r.getMessage()
+               for r in caplog.records)
