@@ -80,11 +80,6 @@ def _merge(base: dict, extra: dict, where: str, prefix: str = "", free=None, sou
     return base
 
 
-def with_overrides(defaults: dict, overrides: dict, where: str = "stage defaults") -> dict:
-    """A copy of ``defaults`` with ``overrides`` merged in, names checked (a stage's defaults)."""
-    return _merge(copy.deepcopy(defaults), copy.deepcopy(overrides), where)
-
-
 def parse_override(item: str) -> dict:
     """``a.b=1`` -> ``{"a": {"b": 1}}`` with the value parsed as YAML."""
     if "=" not in item:
