@@ -1,6 +1,7 @@
 """Training configuration: a plain nested dict built from three layers, later ones winning:
 
-1. the trainer's ``DEFAULTS`` (every key that exists, with its default and meaning in a comment),
+1. the defaults of the trainer's options (training.options: every key that exists, with its
+   default, type, range and help),
 2. a YAML file given with ``--config``,
 3. ``key=value`` overrides on the command line (dotted keys reach into nested dicts; values are
    parsed as YAML, so ``lr=2e-5``, ``data.frames=[8,16]`` and ``ema=true`` have their natural types).
