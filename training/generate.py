@@ -311,7 +311,10 @@ def _model_config(path, preset, presets) -> dict:
     import json
 
     if path is not None and (Path(path) / "config.json").is_file():
-        return json.loads((Path(path) / "config.json").read_text())
+        try:
+            return json.loads((Path(path) / "config.json").read_text())
+        except ValueError:  # the loader names a broken config.json; the estimate uses the preset
+            pass
     return dict(presets.get(preset or "v3", {}))
 
 
@@ -378,6 +381,7 @@ def write_result(output: Path, pieces, fps: float) -> tuple[str, int]:
     (chunked mode never holds the clip). When writing fails, the frames are not lost: see
     :func:`rescue_frames`. Returns (path written, frame count)."""
     import contextlib
+    import itertools
 
     from easyanimate_core.video_io import VideoWriter, write_video
 
@@ -398,8 +402,6 @@ def write_result(output: Path, pieces, fps: float) -> tuple[str, int]:
                 writer.close()
             if in_memory is not None:
                 raise rescue_frames(output, error, in_memory, 0) from error
-            import itertools
-
             raise rescue_frames(output, error, itertools.chain([piece], stream), written) from error
         written += piece.shape[2]
     try:
