@@ -142,3 +142,25 @@ def test_a_long_cpu_run_is_announced_with_its_time_scale(model, tmp_path, monkey
         assert generate.main("generate", ["--model", str(model), *FAST, "--output", str(tmp_path / "c.mp4")]) == 0
     assert any("note: this run is roughly" in r.getMessage() and "of CPU work" in r.getMessage()
                for r in caplog.records)
+
+
+def test_a_failed_write_in_chunked_mode_keeps_the_rest(model, tmp_path, monkeypatch):
+    """Chunked mode streams: frames already sent stay in the partial file, the failing chunk and
+    every later one are generated on and saved as PNGs."""
+    from easyanimate_core import video_io
+
+    original, sent = video_io.VideoWriter.write, []
+
+    def fails_at_frame_20(self, frame):
+        if len(sent) == 19:
+            raise OSError(28, "No space left on device")
+        sent.append(1)
+        original(self, frame)
+
+    monkeypatch.setattr(video_io.VideoWriter, "write", fails_at_frame_20)
+    args = ["--model", str(model), *FAST, "--frames", "28", "--chunk-frames", "16", "--overlap-frames", "4",
+            "--output", str(tmp_path / "long.mp4")]
+    with pytest.raises(InputError, match="frames before 16 are in the incomplete") as caught:
+        generate.main("generate", args)
+    folder = Path(str(caught.value).split("PNG files in ")[1].split(";")[0])
+    assert [p.name for p in sorted(folder.glob("*.png"))] == [f"frame_{i:05d}.png" for i in range(16, 28)]
