@@ -164,3 +164,14 @@ def test_demo_chain_stage_configs_pass_the_option_checks(demo, tmp_path):
         command = "vae" if stage == "vae-image" else stage
         checked, _ = parse_args(command, ["--config", str(file)], trainer_options(command), "")
         assert checked["train"]["output_dir"]
+
+
+def test_a_model_config_the_model_cannot_take_is_one_line(tmp_path, capsys):
+    from train_helpers import make_dataset, vae_yaml
+
+    data = make_dataset(tmp_path / "d", videos=1, images=1)
+    cfg = vae_yaml(tmp_path / "v.yaml", data, tmp_path / "out", train={"steps": 1})
+    err = _fails(capsys, ["vae", "--config", cfg, "model.config.ch=abc"])
+    assert "model.config is not a usable VideoVAE config" in err and "vae/config.json" in err
+    assert "data.sample_size: expected a whole number >= 8, a multiple of 8, got 33" in _fails(
+        capsys, ["vae", "--config", cfg, "data.sample_size=33"])

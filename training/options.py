@@ -73,8 +73,10 @@ def number(low=None, high=None, low_open=False, high_open=False) -> Kind:
     return Kind(Annotated[float, Strict(), Field(allow_inf_nan=False, **limits)], expected, value_type=float)
 
 
-def whole(low=0, high=None) -> Kind:
+def whole(low=0, high=None, multiple: int | None = None) -> Kind:
     limits, words = _bounds(low, high, False, False)
+    if multiple:
+        limits["multiple_of"], words = multiple, f"{words}, a multiple of {multiple}"
     return Kind(Annotated[int, Strict(), Field(**limits)], f"a whole number{words}", value_type=int)
 
 
@@ -122,6 +124,21 @@ def mapping() -> Kind:
 def free(help_text: str) -> Opt:
     """A group of options passed on as they are (a model config): any keys."""
     return Opt({}, mapping(), help_text)
+
+
+def from_config(model_class, config: dict, name: str, example: str):
+    """``model_class.from_config(config)`` for a free-form option group: a value the model cannot
+    take (``ch: abc``) is one line naming the group, not a traceback from inside the model."""
+    from easyanimate_core.errors import EasyAnimateError
+
+    try:
+        return model_class.from_config(dict(config))
+    except EasyAnimateError:
+        raise
+    except (TypeError, ValueError, KeyError, ZeroDivisionError, RuntimeError) as error:
+        raise InputError(f"{name} is not a usable {model_class.__name__} config ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else ''}); compare its keys and values with "
+                         f"{example}.") from None
 
 
 # ---------------------------------------------------------------- trees of options

@@ -21,7 +21,20 @@ import torch
 from easyanimate_core.errors import InputError
 from training import data as data_lib
 from training.config import parse_args
-from training.options import Opt, choice, either, flag, free, listof, number, path, text, whole, with_defaults
+from training.options import (
+    Opt,
+    choice,
+    either,
+    flag,
+    free,
+    from_config,
+    listof,
+    number,
+    path,
+    text,
+    whole,
+    with_defaults,
+)
 from training.ema import EMA, final_weights
 from training.loop import (
     LOOP_OPTIONS,
@@ -74,7 +87,8 @@ OPTIONS = {
              "root": Opt("", path(), "folder the metadata's relative paths start from"),
              "types": Opt("both", choice("image", "video", "both"), "which samples train (never mixed in a batch)"),
              "batch_size": Opt(1, whole(1), "samples per batch and process"),
-             "sample_size": Opt(512, whole(8), "training resolution (bucket base size, pixels)"),
+             # latents are 1/8 of the pixels and the DiT cuts them in 2x2 patches
+             "sample_size": Opt(512, whole(16, multiple=16), "training resolution (bucket base size, pixels)"),
              "resolution_schedule": Opt([], listof(listof(whole(), length=2)),
                                         "[[from_step, size], ...] progressive resolution; empty: sample_size"),
              "frames": Opt(144, whole(1), "frames per clip (1: images only)"),
@@ -125,7 +139,7 @@ def build_transformer(mcfg: dict):
     if not mcfg["config"]:
         raise InputError("the DiT trainer needs model.pretrained (a transformer folder or file) or "
                          "model.config (a transformer config dict); set one of them.")
-    return VideoTransformer.from_config(overrides)
+    return from_config(VideoTransformer, overrides, "model.config", "a released transformer/config.json")
 
 
 def select_trainable(model, patterns, low_patterns, lr: float, low_factor: float) -> list[dict]:
@@ -158,7 +172,7 @@ def load_vae(vcfg: dict):
     if vcfg["pretrained"]:
         return load(vcfg["pretrained"])
     if vcfg["config"]:
-        return VideoVAE.from_config(dict(vcfg["config"]))
+        return from_config(VideoVAE, vcfg["config"], "vae.config", "a released vae/config.json")
     raise InputError("the DiT trainer needs vae.pretrained (a vae/ folder or file) or vae.config; set one.")
 
 
@@ -342,7 +356,8 @@ def run(command: str, cfg: dict, resume, adapt=None, export=None, transform=None
     # the scheduler stays outside accelerate, which would step it once per process per step (N-times
     # faster warm-up/decay under N-process DDP); it counts loop steps like train.steps and warmup_steps
     model, optimizer = accelerator.prepare(model, optimizer)
-    schedule = NoiseSchedule.from_config(cfg["diffusion"]["scheduler"])
+    schedule = from_config(NoiseSchedule, cfg["diffusion"]["scheduler"], "diffusion.scheduler",
+                           "a scheduler_config.json (beta_start, beta_end, beta_schedule, ...)")
     terms = DiffusionTerms.from_alphas_cumprod(schedule.alphas_cumprod).to(device)
     learned_variance = cfg["diffusion"]["learned_variance"]
 

@@ -23,7 +23,20 @@ from training import data as data_lib
 from training.config import parse_args
 from training.ema import EMA, final_weights
 from training.loop import LOOP_OPTIONS, LR_SCHEDULES, clip_gradients, fused_adam, lr_schedule, make_accelerator, train
-from training.options import Opt, choice, either, flag, free, listof, number, path, text, whole, with_defaults
+from training.options import (
+    Opt,
+    choice,
+    either,
+    flag,
+    free,
+    from_config,
+    listof,
+    number,
+    path,
+    text,
+    whole,
+    with_defaults,
+)
 from training.loop import export_model_folder as export_vae  # the name training/demo imports
 
 OPTIONS = {
@@ -61,7 +74,7 @@ OPTIONS = {
              "root": Opt("", path(), "folder the metadata's relative paths start from"),
              "types": Opt("both", choice("image", "video", "both"), "which samples train (never mixed in a batch)"),
              "batch_size": Opt(1, whole(1), "samples per batch and process"),
-             "sample_size": Opt(256, whole(8), "training resolution (pixels)"),
+             "sample_size": Opt(256, whole(8, multiple=8), "training resolution (pixels)"),
              "frames": Opt(25, whole(1), "frames per clip; 25 = 1 + 3 x 8: lone first frame + three slices"),
              "stride": Opt(1, either(whole(1), listof(whole(1), min_length=1)),
                            "frame step within a clip; a list: each clip draws one"),
@@ -105,7 +118,7 @@ def build_vae(model_cfg: dict):
     if model_cfg["pretrained"]:
         vae = load_vae(model_cfg["pretrained"], dtype=torch.float32)
     elif model_cfg["config"]:
-        vae = VideoVAE.from_config(dict(model_cfg["config"]))
+        vae = from_config(VideoVAE, model_cfg["config"], "model.config", "a released vae/config.json")
     else:
         raise InputError("the VAE trainer needs model.pretrained (a vae/ folder or file) or "
                          "model.config (a VAE config dict); set one of them.")
