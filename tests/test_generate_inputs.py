@@ -51,6 +51,8 @@ def _one_line(capsys, argv):
     (["--loras", "style.safetensors:abc"], "the strength 'abc' is not a finite number"),
     (["--attention", "flash"], "attention: expected one of sdpa, xformers, got 'flash'"),
     (["--device", "cuda:7"], "--device cuda:7: this machine has"),
+    (["--base-resolution", "512"], "--base-resolution sizes the video after the start image's aspect"),
+    (["--strength", "0.5"], "--strength 0.5 applies to video-to-video only"),
 ])
 def test_bad_flags_are_one_line_before_loading(model, capsys, no_loading, flags, message):
     assert message in _one_line(capsys, ["--model", str(model), *FAST, *flags])

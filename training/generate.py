@@ -152,7 +152,21 @@ def parse(argv) -> dict:
     for spec in config["loras"]:
         lora_spec(spec)
     resolve_device(config["device"])
+    check_combination(config)
     return config
+
+
+def check_combination(config: dict) -> None:
+    """Options that would be ignored in this combination are an error, not a silent no-op."""
+    if config["chunk_frames"] and (config["end_image"] or config["video"]):
+        raise InputError("--chunk-frames (long-video mode) takes a start image only; drop --end-image / "
+                         "--video or the chunking")
+    if config["base_resolution"] and not config["start_image"]:
+        raise InputError("--base-resolution sizes the video after the start image's aspect; pass --start-image, "
+                         "or set --width / --height instead")
+    if config["strength"] != 1.0 and not config["video"]:
+        raise InputError(f"--strength {config['strength']} applies to video-to-video only; pass --video, or drop "
+                         f"--strength")
 
 
 # The embedded default model (``run.py demo-train`` reproduces it): used, with the settings it
@@ -425,9 +439,6 @@ def main(command: str, argv) -> int:
     config = parse(argv)
     from easyanimate_core.video_io import check_output
 
-    if config["chunk_frames"] and (config["end_image"] or config["video"]):
-        raise InputError("--chunk-frames (long-video mode) takes a start image only; drop --end-image / "
-                         "--video or the chunking")
     output = check_output(config["output"] or f"samples/{time.strftime('%Y%m%d-%H%M%S')}.mp4", config["fps"],
                           config["frames"] if not config["chunk_frames"] else max(2, config["frames"]))
     if config["threads"]:
