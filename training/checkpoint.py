@@ -175,8 +175,11 @@ def convert_pickle_checkpoint(folder) -> Path:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # pickle.UnpicklingError for a forbidden object, others for damage
-            raise InputError(f"{path} cannot be read safely ({str(error).splitlines()[0]}); it holds more than "
-                             f"tensors and plain values, so it is not converted: start a new output_dir.") from error
+            lines = str(error).splitlines() or [type(error).__name__]
+            # torch's text goes on to suggest weights_only=False; only the object it refused is relevant
+            detail = next((line.strip() for line in lines if "Unsupported" in line), lines[0]).split(". ")[0]
+            raise InputError(f"{path} cannot be read safely ({detail}); it holds more than tensors and plain "
+                             f"values, so it is not converted: start a new output_dir.") from error
 
     step = None
     for path in customs:
