@@ -146,6 +146,22 @@ def check_fps(fps) -> float:
     return float(fps)
 
 
+def check_writable_folder(folder, what: str) -> None:
+    """One :class:`InputError` unless ``folder`` is, or can be made as, a folder this process can
+    write in (checked on the nearest existing folder above it, with a real temporary file)."""
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{what} cannot be written: {existing} is a file, not a folder; choose another path")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise InputError(f"{what} cannot be written: {existing} does not take new files "
+                         f"({error.strerror or error}); choose another path") from error
+
+
 def check_output(path, fps, frames: int) -> Path:
     """Check that ``frames`` frames can be written to ``path`` at ``fps`` - before the work that
     makes them: the container is known, H.264 can be encoded, and the folder (or the nearest
@@ -159,17 +175,7 @@ def check_output(path, fps, frames: int) -> Path:
         found = f"the extension {path.suffix!r}" if path.suffix else "no extension"
         raise InputError(f"output {path} has {found}; videos are written as H.264 in "
                          f"{' / '.join(VIDEO_SUFFIXES)}: name it e.g. {path.with_suffix('.mp4').name}")
-    existing = path.parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise InputError(f"output {path} cannot be written: {existing} is a file, not a folder; choose another path")
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as error:
-        raise InputError(f"output {path} cannot be written: {existing} does not take new files "
-                         f"({error.strerror or error}); choose another path") from error
+    check_writable_folder(path.parent, f"output {path}")
     if frames > 1:
         import av
 

@@ -175,3 +175,6 @@ def test_a_model_config_the_model_cannot_take_is_one_line(tmp_path, capsys):
     assert "model.config is not a usable VideoVAE config" in err and "vae/config.json" in err
     assert "data.sample_size: expected a whole number >= 8, a multiple of 8, got 33" in _fails(
         capsys, ["vae", "--config", cfg, "data.sample_size=33"])
+    (tmp_path / "file").write_text("x")
+    assert f"{tmp_path / 'file'} is a file, not a folder" in _fails(
+        capsys, ["vae", "--config", cfg, f"train.output_dir={tmp_path / 'file' / 'run'}"])

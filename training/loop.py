@@ -104,7 +104,10 @@ def distributed_mode(accelerator) -> str:
 
 
 def make_accelerator(train_cfg: dict):
+    from easyanimate_core.video_io import check_writable_folder
+
     check_deepspeed_can_run(train_cfg)
+    check_writable_folder(train_cfg["output_dir"], f"train.output_dir {train_cfg['output_dir']}")
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
