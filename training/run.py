@@ -27,6 +27,7 @@ COMMANDS = {
     "demo-train": ("training.demo.chain", "reproduce the embedded default model end to end"),
     "demo-eval": ("training.demo.evaluate", "score a model folder on held-out prompts of the demo world"),
     "inspect": ("easyanimate_core.checkpoints.cli", "say what a checkpoint file or folder is"),
+    "convert-checkpoint": ("training.checkpoint", "rewrite an old pickle-format training checkpoint safely"),
 }
 
 
