@@ -73,16 +73,17 @@ class ForwardTimer:
 
 
 def time_steps(parts, label, steps, frames, size, context=None, repeats=5):
-    from easyanimate_core.sampling.frames import latent_shape
+    from easyanimate_core.sampling.options import SamplingOptions
     from easyanimate_core.sampling.pipeline import denoise, encode_prompts
+    from easyanimate_core.sampling.shape_rules import latent_shape
 
     cond, uncond = encode_prompts(parts, "a red ball bounces", "blurry")
     latents = torch.zeros(latent_shape(parts.vae, frames, size, size))
     clip = torch.randn(1, 768) if parts.transformer.in_channels == 12 else None
 
     def run():
-        return denoise(parts.transformer, latents, cond, uncond, steps=steps, cfg=7.0, seed=0,
-                       clip_embeds=clip, context=context)
+        return denoise(parts.transformer, latents, cond, uncond,
+                       SamplingOptions(steps=steps, cfg=7.0, seed=0, context=context), clip_embeds=clip)
 
     run()  # warm-up
     best = None
@@ -114,6 +115,7 @@ class FreeDiT(torch.nn.Module):
 
 
 def fixed_step_cost(parts, steps, repeats=5) -> float:
+    from easyanimate_core.sampling.options import SamplingOptions
     from easyanimate_core.sampling.pipeline import denoise, encode_prompts
 
     cond, uncond = encode_prompts(parts, "a red ball bounces", "blurry")
@@ -121,7 +123,8 @@ def fixed_step_cost(parts, steps, repeats=5) -> float:
     best = None
     for _ in range(repeats + 1):
         began = time.thread_time()
-        denoise(model, latents, cond, uncond, steps=steps, cfg=7.0, seed=0, clip_embeds=torch.randn(1, 768))
+        denoise(model, latents, cond, uncond, SamplingOptions(steps=steps, cfg=7.0, seed=0),
+                clip_embeds=torch.randn(1, 768))
         spent = (time.thread_time() - began) / steps
         best = spent if best is None else min(best, spent)
     print(f"  {'zero-cost DiT stand-in (pipeline + sampler work only)':<52} {best * 1e3:7.2f} ms/step")
@@ -146,20 +149,23 @@ def measure(mode: str, frames: int, steps: int, root: Path) -> dict:
     RSS with the models loaded."""
     from easyanimate_core.sampling.context import ContextWindows
     from easyanimate_core.sampling.long_video import iter_long_video
+    from easyanimate_core.sampling.options import SamplingOptions
     from easyanimate_core.sampling.pipeline import generate
 
     parts = components(root, 12)
-    common = {"width": MEM_SIZE, "height": MEM_SIZE, "steps": steps, "cfg": 7.0, "seed": 0}
+    common = {"width": MEM_SIZE, "height": MEM_SIZE}
+    options = SamplingOptions(steps=steps, cfg=7.0, seed=0)
     base = current_rss_mb()
     began = time.perf_counter()
     if mode == "chunked":
         made = 0
-        for piece in iter_long_video(parts, "a red ball bounces", frames=frames, chunk_frames=CHUNK,
+        for piece in iter_long_video(parts, "a red ball bounces", options=options, frames=frames, chunk_frames=CHUNK,
                                      overlap_frames=4, **common):
             made += piece.shape[2]  # a file writer would encode and drop the piece here
     else:
         context = ContextWindows(length=5, overlap=1) if mode == "windows" else None
-        made = generate(parts, "a red ball bounces", frames=frames, context=context, **common).shape[2]
+        options = SamplingOptions(steps=steps, cfg=7.0, seed=0, context=context)
+        made = generate(parts, "a red ball bounces", options=options, frames=frames, **common).shape[2]
     seconds = time.perf_counter() - began
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"frames": made, "rise_mb": peak - base, "seconds": seconds}

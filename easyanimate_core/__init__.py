@@ -33,6 +33,7 @@ _EXPORTS = {
     "load_components": ".sampling.pipeline",
     "Components": ".sampling.pipeline",
     "ContextWindows": ".sampling.context",
+    "SamplingOptions": ".sampling.options",
     "CheckpointError": ".errors",
     "InputError": ".errors",
     "EasyAnimateError": ".errors",

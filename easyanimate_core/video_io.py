@@ -11,6 +11,8 @@ single frame is written as a PNG instead, because a one-frame video is an image.
 
 from __future__ import annotations
 
+import math
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -135,6 +137,67 @@ def sample_indices(num_frames: int, count: int) -> list[int]:
 
 
 PIX_FMTS = ("yuv420p", "yuv444p")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov")  # containers that take H.264
+
+
+def check_fps(fps) -> float:
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+        raise InputError(f"fps {fps!r} is not a positive number of frames per second; pass e.g. 24")
+    return float(fps)
+
+
+def check_writable_folder(folder, what: str) -> None:
+    """One :class:`InputError` unless ``folder`` is, or can be made as, a folder this process can
+    write in (checked on the nearest existing folder above it, with a real temporary file)."""
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{what} cannot be written: {existing} is a file, not a folder; choose another path")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise InputError(f"{what} cannot be written: {existing} does not take new files "
+                         f"({error.strerror or error}); choose another path") from error
+
+
+def check_output(path, fps, frames: int) -> Path:
+    """Check that ``frames`` frames can be written to ``path`` at ``fps`` - before the work that
+    makes them: the container is known, H.264 can be encoded, and the folder (or the nearest
+    existing one above it) is a folder this process can write in. One frame goes to a PNG
+    (:func:`write_video`), so only the folder matters then."""
+    path = Path(path)
+    check_fps(fps)
+    if path.is_dir():
+        raise InputError(f"output {path} is a folder; name a file inside it, e.g. {path / 'video.mp4'}")
+    if frames > 1 and path.suffix.lower() not in VIDEO_SUFFIXES:
+        found = f"the extension {path.suffix!r}" if path.suffix else "no extension"
+        raise InputError(f"output {path} has {found}; videos are written as H.264 in "
+                         f"{' / '.join(VIDEO_SUFFIXES)}: name it e.g. {path.with_suffix('.mp4').name}")
+    check_writable_folder(path.parent, f"output {path}")
+    if frames > 1:
+        import av
+
+        try:
+            av.codec.Codec("libx264", "w")
+        except Exception as error:  # PyAV raises its own UnknownCodecError
+            raise InputError("this PyAV build has no H.264 (libx264) encoder; install the 'av' wheel from PyPI, "
+                             "which includes it") from error
+    return path
+
+
+def write_png_frames(folder, frames: Iterable[np.ndarray], start: int = 0) -> int:
+    """Frames as ``frame_<index>.png`` files in ``folder`` (indices from ``start``); returns the count."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for index, frame in enumerate(frames, start):
+        Image.fromarray(np.asarray(frame, dtype=np.uint8)).save(folder / f"frame_{index:05d}.png")
+        count += 1
+    return count
 
 
 class VideoWriter:
@@ -146,6 +209,7 @@ class VideoWriter:
     def __init__(self, path, fps: float, crf: int = 18, preset: str = "veryfast", pix_fmt: str = "yuv420p"):
         if pix_fmt not in PIX_FMTS:
             raise InputError(f"pixel format {pix_fmt!r} is not one of {', '.join(PIX_FMTS)}; pick one of them")
+        fps = check_fps(fps)
         self.path, self.fps, self.crf, self.preset, self.pix_fmt = str(path), fps, crf, preset, pix_fmt
         self.container = self.stream = None
         self.size = None

@@ -169,7 +169,9 @@ def intermediate_device() -> torch.device:
 # ---------------------------------------------------------------------------------------------
 
 def check_interrupt() -> None:
-    """Raise ComfyUI's interrupt exception if the user pressed Cancel; no-op headless."""
+    """Raise ComfyUI's interrupt exception if the user pressed Cancel; no-op headless. The
+    sampler node hands it to the core as ``SamplingOptions.interrupt``, which calls it before
+    every DiT block, so Cancel lands within one block however long a step takes."""
     mm = _comfy("comfy.model_management")
     if mm is not None:
         mm.throw_exception_if_processing_interrupted()

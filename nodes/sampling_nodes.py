@@ -19,11 +19,11 @@ import torch
 
 from ..easyanimate_core.errors import InputError
 from ..easyanimate_core.models.handle import ModelHandle
-from ..easyanimate_core.sampling import frames as frame_rules
+from ..easyanimate_core.sampling import shape_rules
 from ..easyanimate_core.sampling.context import FUSE_MODES, ContextWindows
 from ..easyanimate_core.sampling.guidance import uses_guidance
-from ..easyanimate_core.sampling.inpaint import encode_source, image_to_video_source
-from ..easyanimate_core.sampling.pipeline import model_channels
+from ..easyanimate_core.sampling.options import SamplingOptions
+from ..easyanimate_core.sampling.pipeline import encode_condition, model_channels
 from ..easyanimate_core.sampling.schedule import KARRAS_SAMPLERS, SAMPLERS
 from . import host
 from .choices import check_choice
@@ -41,7 +41,12 @@ SCHEDULERS = ("normal", "karras")
 
 FRAME_RULE = ("Slice VAE (v3): 1 frame (an image) or a multiple of 8, optionally +1 (8, 9, 16, 17, ... 144); "
               "8 frames make 2 latent frames. Other counts are floored to the nearest valid one.")
-SIZE_RULE = "Multiple of 16 (8x VAE downsampling times the DiT's 2x2 patches); other sizes are floored."
+SIZE_RULE = ("A multiple of the VAE's downsampling times the DiT's 2x2 patches: 16 with the releases' 8x VAE, 8 "
+             "with the shipped demo model's 4x VAE; other sizes are floored.")
+RELEASE_SIZES = (" The shipped demo model makes 32x32, 16 frames (seconds on a CPU); the v3 releases make "
+                 "672x384 or 384x672 and 512x512 at up to 144 frames (a GPU's work).")
+# What the shipped default model (models/vdit_default/generate.yaml) makes: a new node runs in seconds.
+DEFAULT_WIDTH, DEFAULT_HEIGHT, DEFAULT_LENGTH = 32, 32, 16
 MAX_SIZE = 4096
 MAX_FRAMES = 4096
 
@@ -54,12 +59,12 @@ def _check_vae(vae):
 
 def _video_size(vae, width: int, height: int, length: int) -> tuple:
     """(width, height, frames) floored to what the DiT and the VAE accept (changes logged)."""
-    width, height = frame_rules.adjust_size(width, height)
-    return width, height, frame_rules.adjust_frames(length, vae)
+    width, height = shape_rules.adjust_size(width, height, vae)
+    return width, height, shape_rules.adjust_frames(length, vae)
 
 
 def _empty_latent(vae, width: int, height: int, frames: int, batch_size: int) -> dict:
-    shape = frame_rules.latent_shape(vae, frames, width, height, batch_size)
+    shape = shape_rules.latent_shape(vae, frames, width, height, batch_size)
     return {"samples": torch.zeros(shape, device=host.intermediate_device()), ALL_GENERATED_KEY: AllGenerated(vae)}
 
 
@@ -75,12 +80,12 @@ class VDiT_EmptyLatentVideo:
             "vae": ("VDIT_VAE", {"tooltip": "The VAE that will decode the video; its frame rule sets the "
                                             "number of latent frames, and it encodes the image condition of "
                                             "12-channel (InP) models."}),
-            "width": ("INT", {"default": 672, "min": 16, "max": MAX_SIZE, "step": 16,
-                              "tooltip": "Video width in pixels. " + SIZE_RULE}),
-            "height": ("INT", {"default": 384, "min": 16, "max": MAX_SIZE, "step": 16,
-                               "tooltip": "Video height in pixels. " + SIZE_RULE}),
-            "length": ("INT", {"default": 144, "min": 1, "max": MAX_FRAMES, "step": 1,
-                               "tooltip": "Number of video frames. " + FRAME_RULE}),
+            "width": ("INT", {"default": DEFAULT_WIDTH, "min": 8, "max": MAX_SIZE, "step": 8,
+                              "tooltip": "Video width in pixels. " + SIZE_RULE + RELEASE_SIZES}),
+            "height": ("INT", {"default": DEFAULT_HEIGHT, "min": 8, "max": MAX_SIZE, "step": 8,
+                               "tooltip": "Video height in pixels. " + SIZE_RULE + RELEASE_SIZES}),
+            "length": ("INT", {"default": DEFAULT_LENGTH, "min": 1, "max": MAX_FRAMES, "step": 1,
+                               "tooltip": "Number of video frames. " + FRAME_RULE + RELEASE_SIZES}),
             "batch_size": ("INT", {"default": 1, "min": 1, "max": 64,
                                    "tooltip": "Videos sampled together (each with its own noise)."}),
         }}
@@ -145,13 +150,13 @@ class VDiT_ImageToVideo:
             "positive": ("CONDITIONING", {"tooltip": "The prompt's conditioning."}),
             "negative": ("CONDITIONING", {"tooltip": "The negative prompt's conditioning."}),
             "vae": ("VDIT_VAE", {"tooltip": "The VAE used to encode the start / end frames."}),
-            "width": ("INT", {"default": 672, "min": 16, "max": MAX_SIZE, "step": 16,
+            "width": ("INT", {"default": DEFAULT_WIDTH, "min": 8, "max": MAX_SIZE, "step": 8,
                               "tooltip": "Video width; images are scaled to cover it and centre-cropped. "
-                                         + SIZE_RULE}),
-            "height": ("INT", {"default": 384, "min": 16, "max": MAX_SIZE, "step": 16,
-                               "tooltip": "Video height. " + SIZE_RULE}),
-            "length": ("INT", {"default": 144, "min": 1, "max": MAX_FRAMES, "step": 1,
-                               "tooltip": "Number of video frames. " + FRAME_RULE}),
+                                         + SIZE_RULE + RELEASE_SIZES}),
+            "height": ("INT", {"default": DEFAULT_HEIGHT, "min": 8, "max": MAX_SIZE, "step": 8,
+                               "tooltip": "Video height. " + SIZE_RULE + RELEASE_SIZES}),
+            "length": ("INT", {"default": DEFAULT_LENGTH, "min": 1, "max": MAX_FRAMES, "step": 1,
+                               "tooltip": "Number of video frames. " + FRAME_RULE + RELEASE_SIZES}),
             "batch_size": ("INT", {"default": 1, "min": 1, "max": 64,
                                    "tooltip": "Videos sampled together from the same images."}),
         }, "optional": {
@@ -180,10 +185,10 @@ class VDiT_ImageToVideo:
         clip_embeds = _clip_embeds(clip_vision, clip_vision_output, start)
         extras = {}
         if start is not None or end is not None:
-            source = image_to_video_source(frames, width, height, start, end)
             host.load_models([vae])
-            condition = encode_source(vae, source, frames, vae.scaling_factor, want_mask=True, want_video=True,
-                                      progress=host.progress(1))
+            # both forms: the sampler's model (4- or 12-channel) is not known here
+            condition = encode_condition(vae, frames, width, height, start_image=start, end_image=end, inp=None,
+                                         progress=host.progress(1))
             extras[INPAINT_KEY] = moved(condition, host.intermediate_device())
         positive = _with_keys(positive, {**extras, **({} if clip_embeds is None else {CLIP_EMBEDS_KEY: clip_embeds})})
         negative = _with_keys(negative, extras)
@@ -209,6 +214,12 @@ class VDiT_ContextOptions:
                                                "tooltip": "How overlapping predictions are blended: pyramid "
                                                           "(window centre weighs most), linear (cross-fade over "
                                                           "the overlap), flat (plain average)."}),
+        }, "optional": {
+            "context_strides": ("INT", {"default": 2, "min": 1, "max": 8,
+                                        "tooltip": "1: contiguous windows only. 2 or more: also windows of every "
+                                                   "2nd (4th, ...) latent frame, so frames far apart are sampled "
+                                                   "together and the motion runs across the whole video instead of "
+                                                   "restarting in each window; slower (about 2x at 2)."}),
         }}
 
     RETURN_TYPES = ("VDIT_CONTEXT_OPTIONS",)
@@ -217,8 +228,8 @@ class VDiT_ContextOptions:
     FUNCTION = "build"
     CATEGORY = CATEGORY
 
-    def build(self, context_length, context_overlap, fuse_method="pyramid"):
-        return (ContextWindows(int(context_length), int(context_overlap), fuse_method),)
+    def build(self, context_length, context_overlap, fuse_method="pyramid", context_strides=2):
+        return (ContextWindows(int(context_length), int(context_overlap), fuse_method, int(context_strides)),)
 
 
 def _text_condition(conditioning, name: str):
@@ -249,7 +260,7 @@ def _latent_samples(latent_image) -> torch.Tensor:
 def _check_inpaint(inpaint, latents: torch.Tensor):
     if inpaint is None:
         return
-    reference = inpaint.mask_latents if inpaint.mask_latents is not None else inpaint.video_latents
+    reference = inpaint.encoded_mask if inpaint.encoded_mask is not None else inpaint.video_latents
     if tuple(reference.shape[2:]) != tuple(latents.shape[2:]):
         raise InputError(f"the image-to-video frames were encoded for {reference.shape[2]} latent frames of "
                          f"{reference.shape[3]}x{reference.shape[4]} but latent_image has {latents.shape[2]} of "
@@ -285,7 +296,7 @@ class VDiT_Sampler:
                    "image-to-video from the image-to-video node's outputs, video-to-video from encoded frames "
                    "with denoise < 1. Classifier-free guidance runs when cfg > 1. Samplers and schedules "
                    "reproduce diffusers' (the reference pipelines'). Shows per-step progress and previews (when "
-                   "previews are on); Cancel stops it within one step.")
+                   "previews are on); Cancel stops it within one transformer block.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -331,6 +342,10 @@ class VDiT_Sampler:
         check_choice("scheduler", scheduler, SCHEDULERS)
         if context_options is not None and not isinstance(context_options, ContextWindows):
             raise InputError("context_options must come from an 'EasyAnimate Context Options' node.")
+        # checked before any work; the host's Cancel is looked at before every DiT block
+        options = SamplingOptions(steps=int(steps), cfg=float(cfg), sampler=sampler_name,
+                                  karras=scheduler == "karras", seed=int(seed), strength=float(denoise),
+                                  context=context_options, interrupt=host.check_interrupt)
         latents = _latent_samples(latent_image)
         cond, extras = _text_condition(positive, "positive")
         uncond, _ = _text_condition(negative, "negative")
@@ -346,11 +361,9 @@ class VDiT_Sampler:
             host.load_models([transformer], memory_required=_activation_bytes(transformer, latents, cfg,
                                                                               context_options))
             try:
-                samples = run_denoise(
-                    transformer, latents, cond, uncond, steps=int(steps), cfg=float(cfg), sampler=sampler_name,
-                    karras=scheduler == "karras", seed=int(seed), denoise_strength=float(denoise),
-                    scaling_factor=1.0, inpaint=inpaint, clip_embeds=extras.get(CLIP_EMBEDS_KEY),
-                    context=context_options, progress=host.progress(max(1, int(int(steps) * float(denoise)))))
+                samples = run_denoise(transformer, latents, cond, uncond, options, scaling_factor=1.0,
+                                      inpaint=inpaint, clip_embeds=extras.get(CLIP_EMBEDS_KEY),
+                                      progress=host.progress(max(1, int(options.steps * options.strength))))
             finally:
                 host.release_models([transformer])
         out = dict(latent_image)

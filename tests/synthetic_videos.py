@@ -151,3 +151,91 @@ def write_corrupt(path) -> str:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
     return str(path)
+
+
+def object_scene(num_frames: int, height: int, width: int, speed: float, seed: int = 0, tint=(1.0, 1.0, 1.0),
+                 subtitle: str | None = None) -> np.ndarray:
+    """A textured background panning at ``speed`` px per frame with a bright disc crossing the
+    frame twice as fast and wrapping around its edges (the case that fools content detectors),
+    optionally with a subtitle burned in at the bottom."""
+    frames = pan_frames(num_frames, height, width, speed, seed=seed, tint=tint)
+    rng = np.random.default_rng(seed + 1)
+    x0, y = float(rng.uniform(0, width)), int(rng.uniform(0.3, 0.6) * height)
+    colour = tuple(int(c) for c in rng.integers(160, 256, 3))
+    for i, frame in enumerate(frames):
+        if speed > 0:
+            x = int(x0 + 2 * speed * i) % width
+            for dx in (-width, 0, width):  # the part leaving one edge enters at the other
+                cv2.circle(frame, (x + dx, y), height // 8, colour, -1, cv2.LINE_AA)
+        if subtitle:
+            cv2.putText(frame, subtitle, (width // 10, height - height // 10), cv2.FONT_HERSHEY_DUPLEX,
+                        0.55 * width / 256, (255, 255, 255), 1, cv2.LINE_AA)
+    return frames
+
+
+def write_truncated(path, frames: np.ndarray, fps: float, keep: float) -> int:
+    """An mp4 whose header (written first, 'faststart') counts every frame, cut after ``keep`` of
+    its bytes, as a broken download leaves it; returns the header's frame count."""
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=int(fps))
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18", "preset": "veryfast", "x264-params": "log=-1"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        container.mux(stream.encode())
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+    return len(frames)
+
+
+FOOTAGE_FPS = 24
+FOOTAGE_SIZE = (144, 256)  # height, width
+# (source, [(seconds, px per frame, subtitle), ...]); hard cuts between the scenes of a source
+FOOTAGE = [
+    ("walk.mp4", [(5.0, 1.5, None), (4.0, 0.0, None), (5.0, 9.0, None), (4.0, 3.0, None)]),
+    ("news.mp4", [(4.0, 6.0, None), (4.0, 2.0, "Breaking news tonight"), (1.0, 3.0, None)]),
+    ("talk.mp4", [(4.5, 4.0, "and then she said hello")]),
+]
+
+
+FOOTAGE_TINTS = [(1.0, 0.5, 0.5), (0.5, 1.0, 0.5), (0.5, 0.5, 1.0), (1.0, 1.0, 0.4)]
+
+
+def footage_source(k: int) -> tuple[np.ndarray, list[int]]:
+    """The frames of ``FOOTAGE[k]`` and its cut frames."""
+    height, width = FOOTAGE_SIZE
+    parts = [object_scene(round(seconds * FOOTAGE_FPS), height, width, speed, seed=31 * k + s,
+                          tint=FOOTAGE_TINTS[(k + s) % 4], subtitle=subtitle)
+             for s, (seconds, speed, subtitle) in enumerate(FOOTAGE[k][1])]
+    return np.concatenate(parts), [int(c) for c in np.cumsum([len(p) for p in parts])[:-1]]
+
+
+def write_footage(folder) -> dict:
+    """The footage set a new user might bring: three sources with hard cuts and scenes moving 0 to
+    9 px per frame (one still, one too short, two with burned-in subtitles), a partly
+    decodable download, a corrupt file and a caption sidecar per source. Returns the truth:
+    ``cuts`` per source, the ``usable`` scenes ((source, start, end, None): moving, text-free,
+    long enough) and the ``unusable`` ones ((source, start, end, why))."""
+    folder = Path(folder)
+    height, width = FOOTAGE_SIZE
+    truth = {"cuts": {}, "usable": [], "unusable": []}
+    for k, (name, scenes) in enumerate(FOOTAGE):
+        frames, cuts = footage_source(k)
+        write_video(folder / name, frames, FOOTAGE_FPS)
+        truth["cuts"][name] = cuts
+        for (seconds, speed, subtitle), start, end in zip(scenes, [0, *cuts], [*cuts, len(frames)]):
+            why = "still" if speed == 0 else "text" if subtitle else "short" if seconds < 3 else None
+            (truth["unusable"] if why else truth["usable"]).append((name, start, end, why))
+        (folder / name).with_suffix(".txt").write_text(f"footage {name[:-4]}")
+    # 8 s at 2.5 px per frame of which about 60 % arrived: the decodable part is one usable scene
+    frames = object_scene(8 * FOOTAGE_FPS, height, width, 2.5, seed=99, tint=(0.9, 0.8, 1.0))
+    truth["truncated"] = ("download.mp4", write_truncated(folder / "download.mp4", frames, FOOTAGE_FPS, 0.6))
+    (folder / "download.txt").write_text("footage download")
+    write_corrupt(folder / "corrupt.mp4")
+    truth["corrupt"] = "corrupt.mp4"
+    return truth

@@ -40,8 +40,7 @@ def test_unknown_backend_is_a_clear_error():
         attn.set_backend("flash3000")
 
 
-def test_xformers_request_without_xformers_says_how_to_fix():
-    if attn.xformers_available():
-        pytest.skip("xformers is installed here")
+def test_xformers_request_without_xformers_says_how_to_fix(monkeypatch):
+    monkeypatch.setattr(attn, "xformers_available", lambda: False)  # as on a machine without it
     with pytest.raises(ValueError, match="pip install xformers"):
         attn.set_backend("xformers")

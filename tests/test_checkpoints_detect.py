@@ -23,9 +23,8 @@ from easyanimate_core.checkpoints import (
 )
 from easyanimate_core.errors import CheckpointError
 
-MANIFESTS = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "manifests"
-if not MANIFESTS.is_dir():
-    MANIFESTS = Path("/work/shared/reference/manifests")
+# Key/shape listings of the released checkpoints, shipped with the tests (no weights in them).
+MANIFESTS = Path(__file__).resolve().parent / "fixtures" / "manifests"
 
 H, DEPTH, CAPTION, PE_LEN = 16, 4, 8, 32
 

@@ -23,6 +23,7 @@ def smoke_run(tmp_path_factory):
     return root, argv
 
 
+@pytest.mark.slow
 def test_chain_writes_a_model_folder_in_the_published_layouts(smoke_run):
     from easyanimate_core.models.lora import linear_layers, load_lora
     from easyanimate_core.models.transformer import load_transformer
@@ -56,6 +57,7 @@ def test_chain_writes_a_model_folder_in_the_published_layouts(smoke_run):
     assert {r["type"] for r in rows} == {"video", "image"}
 
 
+@pytest.mark.slow
 def test_rerun_skips_every_finished_stage(smoke_run, capsys):
     from training.demo.chain import main
 
@@ -105,6 +107,7 @@ def test_captioner_reads_clips_and_keeps_held_out_prompts_unseen():
     assert captioner.caption_clip(still) == (None, "unreadable")
 
 
+@pytest.mark.slow
 def test_sharded_preprocess_writes_the_file_one_process_writes(tmp_path):
     """With processes=2 a preprocess stage runs as two shards merged afterwards; the chain's later
     stages (and so the model) must see the same file as from one process."""

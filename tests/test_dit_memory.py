@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_dit.py"
 
 
+@pytest.mark.slow
 def test_global_attention_peak_memory():
     out = subprocess.run([sys.executable, str(BENCH), "--global-memory", "36", "32", "32"],
                          check=True, capture_output=True, text=True, timeout=300)

@@ -124,7 +124,7 @@ def test_lora_spec_parsing(tmp_path):
 
 
 def test_option_errors(model, tmp_path):
-    with pytest.raises(InputError, match="--dtype"):
+    with pytest.raises(InputError, match="dtype: expected one of auto, fp32, bf16, fp16, got 'fp64' \\(in command line\\)"):
         main("generate", ["--model", str(model), *FAST, "--dtype", "fp64"])
     with pytest.raises(InputError, match="does not exist"):
         main("generate", ["--config", str(tmp_path / "none.yaml")])
@@ -140,10 +140,12 @@ def test_option_errors(model, tmp_path):
 @pytest.mark.parametrize("config", sorted((ROOT / "training" / "configs").glob("generate_*.yaml")),
                          ids=lambda p: p.name)
 def test_shipped_configs_use_known_options(config):
-    from training.generate import DEFAULTS, _read_yaml
+    from training.generate import DEFAULTS, OPTIONS, _read_yaml
+    from training.options import validate
 
     options = _read_yaml(config)
     assert options["prompt"] and set(options) <= set(DEFAULTS)
+    assert validate({**DEFAULTS, **options}, OPTIONS, dict.fromkeys(options, str(config)))["prompt"]
 
 
 def test_without_a_model_the_embedded_default_and_its_settings_are_used(model, tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ from tiny_models import build_clip, build_dit, build_vae
 
 from easyanimate_core.errors import InputError
 from easyanimate_core.models.handle import ModelHandle
+from easyanimate_core.sampling.options import SamplingOptions
 
 SIZE = 32  # pixels: 4x4 latents
 
@@ -48,6 +49,21 @@ def test_empty_latent_follows_the_vae_frame_rule(nodes, vae):
     assert node.generate(vae, SIZE, SIZE, 1, 1)[0]["samples"].shape == (1, 4, 1, 4, 4)
     # 20 frames -> 17 and 40 px -> 32: floored to valid values
     assert node.generate(vae, 40, SIZE, 20, 1)[0]["samples"].shape == (1, 4, 5, 4, 4)
+
+
+def test_new_latent_nodes_default_to_what_the_shipped_model_makes(nodes):
+    """A fresh node runs in seconds on a CPU: the shipped model's generate.yaml size and length."""
+    from pathlib import Path
+
+    import yaml
+
+    made_for = yaml.safe_load((Path(__file__).resolve().parents[1] / "models" / "vdit_default" /
+                               "generate.yaml").read_text())
+    for node in (nodes.VDiT_EmptyLatentVideo, nodes.VDiT_ImageToVideo):
+        inputs = node.INPUT_TYPES()["required"]
+        defaults = {key: inputs[key][1]["default"] for key in ("width", "height", "length")}
+        assert defaults == {"width": made_for["width"], "height": made_for["height"], "length": made_for["frames"]}
+        assert "672x384" in inputs["width"][1]["tooltip"]  # the release sizes are one hover away
 
 
 def test_empty_latent_rejects_a_foreign_vae(nodes):
@@ -95,6 +111,19 @@ def test_sampler_options(nodes, vae, dit4, sampler, scheduler):
     assert torch.isfinite(out["samples"]).all()
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_non_finite_cfg_is_refused_before_the_model_runs(nodes, vae, dit4, value):
+    latent = nodes.VDiT_EmptyLatentVideo().generate(vae, SIZE, SIZE, 8, 1)[0]
+    calls = []
+    handle = dit4.model.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        with pytest.raises(InputError, match=f"cfg must be a finite number from 0 to 100, got {value}"):
+            _sample(nodes, dit4, _cond(), _cond(), latent, cfg=value)
+    finally:
+        handle.remove()
+    assert not calls
+
+
 def test_karras_with_an_unsupported_sampler_says_so(nodes, vae, dit4):
     latent = nodes.VDiT_EmptyLatentVideo().generate(vae, SIZE, SIZE, 8, 1)[0]
     with pytest.raises(InputError, match="karras"):
@@ -109,7 +138,8 @@ def test_image_to_video_keeps_the_start_and_end_frames_with_a_4_channel_model(no
     assert negative[0][1][nodes.INPAINT_KEY] is condition
     assert nodes.CLIP_EMBEDS_KEY not in positive[0][1]
     assert latent["samples"].shape == (1, 4, 5, 4, 4)
-    assert condition.mask_latents.shape == condition.masked_latents.shape == (1, 4, 5, 4, 4)
+    assert condition.encoded_mask.shape == condition.encoded_kept_frames.shape == (1, 4, 5, 4, 4)
+    assert condition.generate_mask[0, 0, :, 0, 0].tolist() == [0, 1, 1, 1, 0]
     out = _sample(nodes, dit4, positive, negative, latent)["samples"]
     # blending replaces the kept latent frames by the encoded images at the last (noise-free) step
     torch.testing.assert_close(out[:, :, 0], condition.video_latents[:, :, 0])
@@ -244,14 +274,15 @@ def test_text_to_video_with_an_inp_model_matches_the_generate_path(pack, nodes, 
     latent = nodes.VDiT_EmptyLatentVideo().generate(vae, SIZE, SIZE, 9, 1)[0]
     node = _sample(nodes, dit12, positive, negative, latent, seed=7, steps=3)["samples"]
     monkeypatch.setattr(pipeline, "decode", lambda components, latents, **_: latents)  # keep the latents
+    options = SamplingOptions(steps=3, cfg=5.0, seed=7)
     generated = pipeline.generate_encoded(pipeline.Components(dit12.model, vae), positive[0][0], negative[0][0],
-                                          width=SIZE, height=SIZE, frames=9, steps=3, cfg=5.0, seed=7)
+                                          options, width=SIZE, height=SIZE, frames=9)
     torch.testing.assert_close(node, generated * vae.scaling_factor, atol=1e-5, rtol=1e-5)
     # the condition is encoded once per latent shape and is not all zeros
     key = pack.nodes.latent_conditions.ALL_GENERATED_KEY
     condition = latent[key](latent["samples"].shape)
     assert condition is latent[key](latent["samples"].shape)
-    assert condition.mask_latents.abs().sum() > 0 and condition.masked_latents.abs().sum() > 0
+    assert condition.encoded_mask.abs().sum() > 0 and condition.encoded_kept_frames.abs().sum() > 0
 
 
 def test_inp_text_to_video_from_a_foreign_latent_warns(nodes, vae, dit12, caplog):

@@ -41,8 +41,8 @@ def _child(code, *args, cwd):
 
 
 def test_pack_imports_by_path_from_a_custom_nodes_folder(pack, tmp_path):
-    # Users clone into folders like "ComfyUI-VDiT.git"; dashes and dots must not matter.
-    folder = tmp_path / "custom_nodes" / "ComfyUI-VDiT.git"
+    # Users clone into folders like "vdit-easyanimate.git"; dashes and dots must not matter.
+    folder = tmp_path / "custom_nodes" / "vdit-easyanimate.git"
     folder.parent.mkdir()
     folder.symlink_to(ROOT, target_is_directory=True)
     out = _child(BY_PATH, str(folder), cwd=tmp_path)

@@ -7,6 +7,7 @@ from test_pipeline_generate import spy_forward
 from tiny_models import load_components, save_model_folder
 
 from easyanimate_core.errors import InputError
+from easyanimate_core.sampling.options import SamplingOptions
 from easyanimate_core.sampling.pipeline import TextCondition, as_text_condition, denoise, encode_prompts
 
 PROMPT = "A Cat sits on the mat in the sun"
@@ -28,7 +29,7 @@ def native_t5(parts, prompt):
 def dit_inputs(parts, cond, uncond):
     latents = torch.zeros(1, 4, 3, 4, 4)
     with spy_forward(parts.transformer) as calls:
-        out = denoise(parts.transformer, latents, cond, uncond, steps=2, cfg=6.0, seed=3)
+        out = denoise(parts.transformer, latents, cond, uncond, options=SamplingOptions(steps=2, cfg=6.0, seed=3))
     return calls, out
 
 
@@ -77,11 +78,11 @@ def test_conditioning_forms_and_batch_rules():
 def test_denoise_rejects_latents_the_model_cannot_take(parts):
     cond, _ = encode_prompts(parts, PROMPT)
     with pytest.raises(InputError, match="5-D"):
-        denoise(parts.transformer, torch.zeros(1, 4, 4, 4), cond, steps=1)
+        denoise(parts.transformer, torch.zeros(1, 4, 4, 4), cond, options=SamplingOptions(steps=1))
     with pytest.raises(InputError, match="12 input channels but the latents have 5"):
-        denoise(parts.transformer, torch.zeros(1, 5, 1, 4, 4), cond, steps=1)
+        denoise(parts.transformer, torch.zeros(1, 5, 1, 4, 4), cond, options=SamplingOptions(steps=1))
     with pytest.raises(InputError, match="must be even"):
-        denoise(parts.transformer, torch.zeros(1, 4, 1, 5, 4), cond, steps=1)
+        denoise(parts.transformer, torch.zeros(1, 4, 1, 5, 4), cond, options=SamplingOptions(steps=1))
 
 
 def test_denoise_rejects_conditions_the_model_cannot_read(parts):
@@ -92,14 +93,14 @@ def test_denoise_rejects_conditions_the_model_cannot_read(parts):
 
     cond, _ = encode_prompts(parts, PROMPT)
     latents = torch.zeros(1, 4, 3, 4, 4)
-    blend_only = InpaintCondition(video_latents=latents, latent_mask=torch.ones(1, 1, 3, 4, 4))
-    with pytest.raises(InputError, match="no mask latents"):
-        denoise(parts.transformer, latents, cond, steps=1, inpaint=blend_only)
-    with pytest.raises(InputError, match="no video latents"):
-        denoise(build_dit(4), latents, cond, steps=1, inpaint=InpaintCondition(latents, latents))
+    blend_only = InpaintCondition(video_latents=latents, generate_mask=torch.ones(1, 1, 3, 4, 4))
+    with pytest.raises(InputError, match="no encoded mask"):
+        denoise(parts.transformer, latents, cond, options=SamplingOptions(steps=1), inpaint=blend_only)
+    with pytest.raises(InputError, match="no held latents"):
+        denoise(build_dit(4), latents, cond, options=SamplingOptions(steps=1), inpaint=InpaintCondition(latents, latents))
     short = encode_condition(parts.vae, 1, 32, 32, start_image=torch.rand(3, 32, 32), inp=True)
     with pytest.raises(InputError, match="covers 1 latent frames"):
-        denoise(parts.transformer, latents, cond, steps=1, inpaint=short)
+        denoise(parts.transformer, latents, cond, options=SamplingOptions(steps=1), inpaint=short)
     with pytest.raises(InputError, match="no start or end image"):
         encode_condition(parts.vae, 9, 32, 32, start_image=torch.rand(3, 32, 32), video=torch.rand(3, 9, 32, 32))
     with pytest.raises(InputError, match="no text encoder"):

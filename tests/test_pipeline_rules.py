@@ -7,13 +7,15 @@ import torch
 from tiny_models import build_vae, save_clip
 
 from easyanimate_core.errors import CheckpointError, InputError
-from easyanimate_core.sampling import frames as rules
+from easyanimate_core.sampling import shape_rules as rules
 from easyanimate_core.sampling.context import ContextWindows, fuse_windows
 from easyanimate_core.sampling.inpaint import (
     encode_source,
     encode_units,
     fit_image,
+    held_image_latents,
     image_to_video_source,
+    latent_frame_spans,
     video_source,
 )
 
@@ -34,14 +36,27 @@ def test_frame_counts_follow_the_slice_vae(vae, caplog):
         rules.adjust_frames(0, vae)
 
 
-def test_sizes_floor_to_16_with_a_log_line(caplog):
+def test_sizes_floor_to_the_vaes_multiple_with_a_log_line(vae, caplog):
+    assert vae.spatial_factor == 8 and rules.size_multiple(vae) == 16
     with caplog.at_level(logging.WARNING, logger="easyanimate_core"):
-        assert rules.adjust_size(64, 48) == (64, 48)
+        assert rules.adjust_size(64, 48, vae) == (64, 48)
         assert not caplog.records
-        assert rules.adjust_size(70, 40) == (64, 32)
-    assert "70x40 to 64x32" in caplog.text
+        assert rules.adjust_size(70, 40, vae) == (64, 32)
+    assert "70x40 to 64x32" in caplog.text and "8x downsampling" in caplog.text
     with pytest.raises(InputError, match="at least 16x16"):
-        rules.adjust_size(8, 64)
+        rules.adjust_size(8, 64, vae)
+
+
+def test_a_4x_vae_takes_multiples_of_8_and_says_so(caplog):
+    from pathlib import Path
+
+    from easyanimate_core.models.vae import load_vae
+
+    four_x = load_vae(Path(__file__).resolve().parents[1] / "models" / "vdit_default" / "vae")
+    assert four_x.spatial_factor == 4 and rules.size_multiple(four_x) == 8
+    with caplog.at_level(logging.WARNING, logger="easyanimate_core"):
+        assert rules.adjust_size(40, 36, four_x) == (40, 32)
+    assert "multiples of 8 (this VAE's 4x downsampling" in caplog.text
 
 
 def test_latent_shape_and_buckets(vae):
@@ -59,9 +74,13 @@ def test_latent_shape_and_buckets(vae):
 def test_context_windows_cover_every_frame_and_end_at_the_end():
     options = ContextWindows(length=4, overlap=1)
     windows = options.windows(11)
-    assert [(w.start, w.stop) for w in windows] == [(0, 4), (3, 7), (6, 10), (7, 11)]
-    assert ContextWindows(16, 4).windows(9) == [range(9)]
-    for bad in ({"length": 0}, {"length": 4, "overlap": 4}, {"fuse": "median"}):
+    contiguous = [w for w in windows if w[-1] - w[0] == 3]
+    assert [(w[0], w[-1] + 1) for w in contiguous] == [(0, 4), (3, 7), (6, 10), (7, 11)]
+    # stride 2: spans of 8 frames stepping by 6, two interleaved windows each, the last at the end
+    assert [w for w in windows if w not in contiguous] == [(0, 2, 4, 6), (1, 3, 5, 7), (3, 5, 7, 9), (4, 6, 8, 10)]
+    assert ContextWindows(4, 1, strides=1).windows(11) == contiguous
+    assert ContextWindows(16, 4).windows(9) == [tuple(range(9))]
+    for bad in ({"length": 0}, {"length": 4, "overlap": 4}, {"fuse": "median"}, {"strides": 0}):
         with pytest.raises(InputError):
             ContextWindows(**bad)
 
@@ -71,16 +90,16 @@ def test_fusion_of_a_frame_wise_prediction_is_exact(fuse):
     # a model whose output for a frame does not depend on the window gives the same fused result
     target = torch.randn(2, 4, 13, 3, 3)
     options = ContextWindows(length=5, overlap=2, fuse=fuse)
-    fused = fuse_windows(lambda w: target[:, :, w.start:w.stop], options.plan(13), target)
+    fused = fuse_windows(lambda w: target[:, :, list(w)], options.plan(13), target)
     torch.testing.assert_close(fused, target)
 
 
 def test_linear_fusion_cross_fades_only_the_overlap():
-    options = ContextWindows(length=4, overlap=2, fuse="linear")
+    options = ContextWindows(length=4, overlap=2, fuse="linear", strides=1)
     first, second = options.windows(6)
     assert options.weights(first, 6).tolist() == pytest.approx([1, 1, 2 / 3, 1 / 3])
     assert options.weights(second, 6).tolist() == pytest.approx([1 / 3, 2 / 3, 1, 1])
-    fused = fuse_windows(lambda w: torch.full((1, 1, 4), float(w.start)), options.plan(6),
+    fused = fuse_windows(lambda w: torch.full((1, 1, 4), float(w[0])), options.plan(6),
                          torch.zeros(1, 1, 6), frame_dim=2)
     assert fused[0, 0].tolist() == pytest.approx([0, 0, 2 / 3, 4 / 3, 2, 2])
 
@@ -120,10 +139,50 @@ def test_unit_wise_encoding_equals_encoding_the_clip(vae):
             masked = torch.where(mask > 0.5, torch.full_like(pixels, -1.0), pixels)
             expect = vae.encode(masked).mode() * vae.scaling_factor
             expect_mask = vae.encode(mask.expand(-1, 3, -1, -1, -1)).mode() * vae.scaling_factor
-        assert torch.equal(got.masked_latents, expect)
-        assert torch.equal(got.mask_latents, expect_mask)
-        assert got.latent_mask.shape == (1, 1, vae.latent_frames(frames), 4, 4)
-        assert got.latent_mask[0, 0, 0, 0, 0] == 0 and (frames == 1 or got.latent_mask[0, 0, -1].eq(1).all())
+            expect_video = vae.encode(pixels).mode() * vae.scaling_factor
+        assert torch.equal(got.encoded_kept_frames, expect)
+        assert torch.equal(got.encoded_mask, expect_mask)
+        assert torch.equal(got.video_latents, expect_video)
+
+
+def test_inp_condition_marks_the_end_frame_as_kept(vae):
+    """The 12-channel path keeps the reference's input (what its models were trained on): the
+    end image sits in the masked video and the mask says kept, so the last latents differ from
+    the all-generated condition's, and the unit before it is untouched."""
+    from easyanimate_core.sampling.inpaint import all_generated_condition
+
+    end = torch.rand(3, 32, 32)
+    with_end = encode_source(vae, image_to_video_source(16, 32, 32, end=end), 16, vae.scaling_factor,
+                             want_mask=True, want_video=False)
+    free = all_generated_condition(vae, 16, 32, 32)
+    for field in ("encoded_mask", "encoded_kept_frames"):
+        ours, theirs = getattr(with_end, field), getattr(free, field)
+        assert torch.equal(ours[:, :, :2], theirs[:, :, :2]) and not torch.allclose(ours[:, :, 3], theirs[:, :, 3])
+
+
+def test_latent_frame_spans_follow_the_slice_vae(vae):
+    assert latent_frame_spans(vae, 16) == [(0, 4), (4, 8), (8, 12), (12, 16)]
+    assert latent_frame_spans(vae, 9) == [(0, 1), (1, 5), (5, 9)]
+    assert latent_frame_spans(vae, 1) == [(0, 1)]
+
+
+def test_held_latents_are_each_sides_image_as_a_still(vae):
+    """The 4-channel condition holds the latents that decode to kept frames, and each holds the
+    encoding of a still of its own image (the end latent of 16 frames is not [start x3, end])."""
+    start, end = torch.rand(3, 32, 32), torch.rand(3, 32, 32)
+    got = held_image_latents(vae, 16, 32, 32, start, end)
+    assert got.generate_mask[0, 0, :, 0, 0].tolist() == [0, 1, 1, 0]
+    with torch.no_grad():
+        still = lambda image: vae.encode((image * 2 - 1)[None, :, None].expand(1, 3, 8, 32, 32)).mode()
+        torch.testing.assert_close(got.video_latents[:, :, 0], still(start)[:, :, 0] * vae.scaling_factor)
+        torch.testing.assert_close(got.video_latents[:, :, 3], still(end)[:, :, 1] * vae.scaling_factor)
+    assert got.video_latents[:, :, 1:3].eq(0).all()
+    only_end = held_image_latents(vae, 17, 32, 32, end=end)
+    assert only_end.generate_mask[0, 0, :, 0, 0].tolist() == [1, 1, 1, 1, 0]
+    two_start = held_image_latents(vae, 9, 32, 32, torch.rand(2, 3, 32, 32))
+    assert two_start.generate_mask[0, 0, :, 0, 0].tolist() == [0, 0, 1]  # frame 1 lies in latent 1
+    with pytest.raises(InputError, match="do not fit"):
+        held_image_latents(vae, 1, 32, 32, start, end)
 
 
 def test_video_source_rejects_batches_and_wrong_layouts():

@@ -1,6 +1,12 @@
 """Motion, text and aesthetic scores on synthetic clips and frames."""
 
 
+import pickle
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +17,7 @@ from easyanimate_core.video_io import write_video
 from training.preprocess import aesthetic, motion, text_score
 
 SIZE = (96, 128)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---------------------------------------------------------------- motion
@@ -26,50 +33,74 @@ def pans(tmp_path_factory):
 def test_motion_scores_order_and_match_the_true_flow(pans):
     scores = {name: motion.motion_score(pans / f"{name}.mp4") for name in ("static", "slow", "medium", "fast")}
     assert scores["static"] < scores["slow"] < scores["medium"] < scores["fast"]
-    # sampled at 2 fps from 10 fps: 5 frames apart, so the true magnitude is 5 x speed
-    assert scores["static"] < 0.1
-    assert scores["medium"] == pytest.approx(5.0, abs=0.3)
-    assert scores["fast"] == pytest.approx(7.5, abs=0.4)
+    # % of the diagonal per second: speed px / frame x 10 fps / 160 px diagonal x 100
+    assert scores["static"] < 0.2
+    assert scores["medium"] == pytest.approx(6.25, rel=0.1)
+    assert scores["fast"] == pytest.approx(9.375, rel=0.1)
+
+
+def test_motion_score_follows_true_speed_at_any_resolution_and_frame_rate(tmp_path):
+    """The same motion (in frame diagonals per second) scores the same at 256x144 and 512x288,
+    at 12 and 24 fps, and the score grows with the speed: the 2-fps sampling it replaces read
+    1.48, 1.81, 1.35, 1.14, 1.75 for pans of 1.5, 3, 4, 6, 9 px per frame."""
+    speeds = [0.0, 3.0, 6.0, 12.0, 24.0, 36.0]  # % of the diagonal per second
+    table = {}
+    for height, width in ((144, 256), (288, 512)):
+        diagonal = float(np.hypot(height, width))
+        for fps in (12, 24):
+            row = []
+            for k, speed in enumerate(speeds):
+                path = tmp_path / f"{width}-{fps}-{k}.mp4"
+                px_per_frame = speed / 100 * diagonal / fps
+                write_video(path, pan_frames(fps * 2, height, width, px_per_frame, seed=3), fps)
+                row.append(motion.motion_score(path))
+            table[width, fps] = row
+            assert row == sorted(row) and len(set(row)) == len(row), (width, fps, row)  # monotone
+            assert row[0] < 0.2
+            for measured, true in zip(row[1:], speeds[1:]):
+                assert measured == pytest.approx(true, rel=0.08), (width, fps, row)
+    for k in range(1, len(speeds)):  # independent of resolution and frame rate
+        column = [row[k] for row in table.values()]
+        assert max(column) / min(column) < 1.08, (speeds[k], column)
+    # the defaults keep all of these moving clips and drop the still one
+    assert all(motion.MIN_MOTION < score < motion.MAX_MOTION for row in table.values() for score in row[1:])
+    assert all(row[0] <= motion.MIN_MOTION for row in table.values())
 
 
 def test_motion_band_drops_static_and_fast(pans):
-    flow = motion.farneback_flow
-    kept = motion.score_clip({"file_path": "medium.mp4"}, pans, flow, low=3, high=6)
+    kept = motion.score_clip({"file_path": "medium.mp4"}, pans, low=3, high=8)
     assert "drop" not in kept and kept["motion_score"] > 3
-    assert motion.score_clip({"file_path": "static.mp4"}, pans, flow, 3, 6)["drop"] == "motion_low"
-    assert motion.score_clip({"file_path": "fast.mp4"}, pans, flow, 3, 6)["drop"] == "motion_high"
+    assert motion.score_clip({"file_path": "static.mp4"}, pans, 3, 8)["drop"] == "motion_low"
+    assert motion.score_clip({"file_path": "fast.mp4"}, pans, 3, 8)["drop"] == "motion_high"
 
 
-class ConstantFlow(torch.nn.Module):
-    """Stands in for RAFT: flow (3, 4) everywhere, returned as a list of refinements."""
+def test_a_hostile_flow_model_file_is_refused_without_running_it(pans, tmp_path):
+    """--flow-weights used to torch.export.load / torch.jit.load a user file, which can unpickle
+    code. The option is gone: a file whose payload would write a marker is never opened."""
+    marker = tmp_path / "marker"
+    payload = pickle.dumps(WritesMarker(str(marker)))
+    pickle.loads(payload)  # the payload works: loading it runs code
+    assert marker.exists()
+    marker.unlink()
+    hostile = tmp_path / "flow.pt2"
+    with zipfile.ZipFile(hostile, "w") as archive:  # shaped like a torch archive
+        archive.writestr("flow/data.pkl", payload)
+        archive.writestr("flow/version", "3\n")
+    for option in (["--flow-weights", str(hostile)], ["--flow", "raft", "--flow-weights", str(hostile)]):
+        result = subprocess.run([sys.executable, str(ROOT / "training" / "run.py"), "preprocess", "motion", "--input",
+                                 str(pans), "--output", str(tmp_path / "motion.jsonl"), *option],
+                                cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode == 1 and not marker.exists()
+        assert result.stderr.strip().count("\n") == 0 and "was removed" in result.stderr, result.stderr
+    assert not (tmp_path / "motion.jsonl").exists()
 
-    def forward(self, image1, image2):
-        flow = torch.zeros(image1.shape[0], 2, image1.shape[2], image1.shape[3])
-        flow[:, 0], flow[:, 1] = 3.0, 4.0
-        return [flow * 0.5, flow]
 
+class WritesMarker:
+    def __init__(self, path):
+        self.path = path
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_torchscript_and_exported_flow_models_plug_in(pans, tmp_path):
-    torch.jit.save(torch.jit.script(ConstantFlow()), str(tmp_path / "flow.pt"))
-    example = (torch.zeros(1, 3, *SIZE), torch.zeros(1, 3, *SIZE))
-    torch.export.save(torch.export.export(ConstantFlow(), example), str(tmp_path / "flow.pt2"))
-    for name in ("flow.pt", "flow.pt2"):
-        flow = motion.make_flow("raft", str(tmp_path / name))
-        assert motion.motion_score(pans / "slow.mp4", flow) == pytest.approx(5.0)  # |(3, 4)|, last refinement
-
-
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_flow_model_errors(tmp_path):
-    with pytest.raises(CheckpointError, match="needs --flow-weights"):
-        motion.make_flow("raft", None)
-    with pytest.raises(CheckpointError, match="does not exist"):
-        motion.make_flow("raft", str(tmp_path / "none.pt"))
-    (tmp_path / "bad.pt").write_bytes(b"junk")
-    with pytest.raises(CheckpointError, match="not a TorchScript"):
-        motion.make_flow("torch", str(tmp_path / "bad.pt"))
-    with pytest.raises(CheckpointError, match="unknown flow"):
-        motion.make_flow("lucas", None)
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.path), "code ran"))
 
 
 # ---------------------------------------------------------------- text

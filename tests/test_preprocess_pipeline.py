@@ -15,6 +15,7 @@ from easyanimate_core.video_io import probe_video, write_video
 from training.preprocess import cli
 from training.preprocess.jobs import Shard, read_jsonl, run_stage
 from training.preprocess.metadata import load_metadata
+from training.preprocess.motion import MAX_MOTION, MIN_MOTION
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +53,7 @@ def test_chain_keeps_moving_text_free_clips_and_skips_the_corrupt_file(sources, 
         "pan-Scene-001.mp4", "show-Scene-001.mp4", "show-Scene-003.mp4"]
     for record in records:
         assert Path(record["file_path"]).is_absolute() and Path(record["file_path"]).is_file()
-        assert record["type"] == "video" and record["text"] and 3 < record["motion_score"] < 8
+        assert record["type"] == "video" and record["text"] and MIN_MOTION < record["motion_score"] < MAX_MOTION
         info = probe_video(record["file_path"])
         assert (record["width"], record["height"], record["num_frames"]) == (info.width, info.height, info.num_frames)
     assert {r["text"] for r in records} == {"a texture pans to the right", "a slow pan"}
@@ -196,13 +197,63 @@ def test_metadata_loader_reads_json_jsonl_and_csv(tmp_path):
 def test_bad_model_options_fail_before_any_work(sources, tmp_path):
     from easyanimate_core.errors import EasyAnimateError
 
-    with pytest.raises(EasyAnimateError, match="needs --flow-weights"):
-        cli.main("preprocess", ["all", "--input", str(sources), "--workdir", str(tmp_path), "--flow", "raft"])
-    assert not (tmp_path / "split.jsonl").exists()
+    for argv, message in ((["--clip-model", str(tmp_path)], "needs both"),
+                          (["--captions", "model"], "needs --caption-model"),
+                          (["--text-detector", "easyocr"], "easyocr"),
+                          (["--min-cut-jump", "-1"], "--min-cut-jump >= 0"),
+                          (["--min-motion", "5", "--max-motion", "2"], "--min-motion 5.0 must be below"),
+                          (["--thresholds", "10", "20"], "--thresholds was removed")):
+        with pytest.raises(EasyAnimateError, match=message):
+            cli.main("preprocess", ["all", "--input", str(sources), "--workdir", str(tmp_path), *argv])
+        assert not (tmp_path / "split.jsonl").exists() and not (tmp_path / "clips").exists()
+
+
+def test_a_run_that_keeps_nothing_fails_naming_the_filter_and_its_scores(sources, tmp_path):
+    """Bounds no clip meets: the run exits non-zero, says which stage dropped how many and the
+    range of their scores, writes the summary and no metadata."""
+    command = [sys.executable, str(ROOT / "training" / "run.py"), "preprocess", "all", "--input", str(sources),
+               "--workdir", str(tmp_path), "--min-motion", "500", "--max-motion", "1000"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: no clip was kept: split 5 clips cut from 4 sources")
+    assert "text text=1 (text_score" in error and "--min-motion" not in error
+    motion_part = error.split("motion motion_low=4 (motion_score ")[1]
+    low, high = (float(x) for x in motion_part.split(")")[0].split("-"))
+    assert 0 <= low < 0.2 < 5 < high < 10  # the static scene and the ~6 %/s pans
+    assert not (tmp_path / "metadata.json").exists()
+    assert "no clip kept" in (tmp_path / "summary.txt").read_text()
+
+
+def test_every_preprocess_option_has_help_and_shows_its_default():
+    import argparse
+
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(subparsers.choices) == {"split", "text", "motion", "aesthetic", "caption", "metadata", "merge", "all"}
+    for name, sub in subparsers.choices.items():
+        text = sub.format_help()
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help and len(action.help) > 10, (name, action.dest)
+            if action.option_strings and action.default not in (None, False, []) and action.choices is None:
+                assert f"(default: {action.default})" in " ".join(text.split()), (name, action.dest)
+    text = " ".join(subparsers.choices["all"].format_help().split())
+    assert "{opencv,easyocr}" in text and "(default: 27.0)" in text and f"(default: {MIN_MOTION})" in text
 
 
 def test_the_trainers_data_loader_reads_the_metadata(sources, tmp_path):
-    data = pytest.importorskip("training.data")
+    from training import data
+
     run_all(sources, tmp_path, "--skip", "aesthetic")
     entries = data.load_entries(str(tmp_path / "metadata.json"), None)
     assert len(entries) == 3 and all(Path(e["file_path"]).is_file() and e["type"] == "video" for e in entries)
+
+
+def test_one_empty_shard_of_many_is_not_a_failure(sources, tmp_path):
+    """Shard 1 of 4 holds only the corrupt file: it keeps nothing, which is no error for one shard
+    (the merged run is what must keep clips); its metadata is an empty list."""
+    run_all(sources, tmp_path, "--num-shards", "4", "--shard-index", "0")
+    assert [r["source"] for r in read_jsonl(tmp_path / "split.shard-00001-of-00004.jsonl")] == ["broken.mp4"]
+    assert json.loads((tmp_path / "metadata.shard-00001-of-00004.json").read_text()) == []

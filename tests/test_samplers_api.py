@@ -5,12 +5,13 @@ import torch
 
 from easyanimate_core.errors import InputError
 from easyanimate_core.progress import Interrupted
-from easyanimate_core.sampling.guidance import cfg_model, drop_learned_sigma, guide, uses_guidance
+from easyanimate_core.sampling.conditioning import Guidance
+from easyanimate_core.sampling.guidance import eps_only, guide, uses_guidance
 from easyanimate_core.sampling.samplers import sample
 from easyanimate_core.sampling.schedule import SAMPLERS, NoiseSchedule, make_plan
 
 
-def toy_eps(x, t):
+def toy_eps(x, t, step=0):
     t = t.float().view(-1, *[1] * (x.ndim - 1)) / 1000
     return torch.tanh(0.7 * x + t) * (1 - 0.5 * t)
 
@@ -66,7 +67,7 @@ def test_denoise_keeps_the_last_steps_and_starts_from_noised_input():
     assert (plan.start, plan.steps) == (14, 6)
     init = torch.randn(1, 4, 1, 4, 4)
     first = []
-    sample(lambda x, t: first.append(x.clone()) or toy_eps(x, t), torch.zeros_like(init), "ddim", 20,
+    sample(lambda x, t, step: first.append(x.clone()) or toy_eps(x, t), torch.zeros_like(init), "ddim", 20,
            denoise=0.3, init_latents=init)
     alpha = (1 / (plan.sigmas[14] ** 2 + 1) ** 0.5)
     assert torch.allclose(first[0], alpha * init)  # zero noise: only the scaled clean latents remain
@@ -74,31 +75,34 @@ def test_denoise_keeps_the_last_steps_and_starts_from_noised_input():
 
 def test_cfg_combines_uncond_then_cond_and_rescales_like_diffusers():
     uncond, cond = torch.randn(2, 4, 2, 3, 3), torch.randn(2, 4, 2, 3, 3) * 2
+    text = (torch.randn(2, 5, 32), torch.ones(2, 5, dtype=torch.bool))
 
-    def model(x, t):
-        assert x.shape[0] == 4 and torch.equal(t, torch.tensor([5, 5, 5, 5]))
-        return torch.cat([uncond, cond])
+    def guidance(rescale):
+        return Guidance(text, None, 2, 7.0, rescale, 4, "cpu", torch.float32)
 
-    guided = cfg_model(model, 7.0)(torch.zeros(2, 4, 2, 3, 3), torch.tensor([5, 5]))
-    assert torch.allclose(guided, uncond + 7.0 * (cond - uncond))
+    g = guidance(0.0)
+    assert g.active and g.embeds.shape[0] == 4 and not g.mask[:2].any()  # [uncond (all padding), cond]
+    assert torch.equal(g.batch(torch.tensor([5, 5])), torch.tensor([5, 5, 5, 5]))
+    assert torch.allclose(g.eps(torch.cat([uncond, cond])), uncond + 7.0 * (cond - uncond))
 
     # diffusers' rescale_noise_cfg, written out
     cfg = uncond + 7.0 * (cond - uncond)
     std_text = cond.std(dim=list(range(1, cond.ndim)), keepdim=True)
     std_cfg = cfg.std(dim=list(range(1, cfg.ndim)), keepdim=True)
     expected = 0.7 * (cfg * (std_text / std_cfg)) + 0.3 * cfg
-    assert torch.allclose(cfg_model(model, 7.0, rescale=0.7)(torch.zeros(2, 4, 2, 3, 3), torch.tensor([5, 5])),
-                          expected)
+    assert torch.allclose(guidance(0.7).eps(torch.cat([uncond, cond])), expected)
     assert torch.equal(guide(uncond, cond, 7.0, 0.0), cfg)
     assert uses_guidance(7.0) and not uses_guidance(1.0)
+    unguided = Guidance(text, None, 2, 1.0, 0.0, 4, "cpu", torch.float32)
+    assert not unguided.active and torch.equal(unguided.eps(cond), cond)
 
 
 def test_learned_sigma_half_is_dropped():
     out = torch.randn(1, 8, 1, 2, 2)
-    assert torch.equal(drop_learned_sigma(lambda x, t: out, 4)(None, None), out[:, :4])
-    assert torch.equal(drop_learned_sigma(lambda x, t: out[:, :4], 4)(None, None), out[:, :4])
+    assert torch.equal(eps_only(out, 4), out[:, :4])
+    assert torch.equal(eps_only(out[:, :4], 4), out[:, :4])
     with pytest.raises(InputError, match="returned 6 channels"):
-        drop_learned_sigma(lambda x, t: out[:, :6], 4)(None, None)
+        eps_only(out[:, :6], 4)
 
 
 def test_schedule_from_config():
@@ -127,8 +131,3 @@ def test_schedule_from_config():
 def test_bad_options_raise_one_clear_error(kwargs, message):
     with pytest.raises(InputError, match=message):
         sample(toy_eps, torch.randn(1, 4, 1, 4, 4), **kwargs)
-
-
-def test_bad_rescale_raises():
-    with pytest.raises(InputError, match="rescale"):
-        cfg_model(toy_eps, 5.0, rescale=1.5)

@@ -3,13 +3,12 @@
 Both sides get the same seeded noise and a deterministic nonlinear toy eps-model; the state after
 every step must agree to 1e-5 (each sampler in its diffusers scheduler's own scale)."""
 
+import diffusers  # the test extra installs it: a missing diffusers must fail here, not skip
 import pytest
 import torch
 
 from easyanimate_core.sampling.samplers import sample
 from easyanimate_core.sampling.schedule import make_plan
-
-diffusers = pytest.importorskip("diffusers")
 
 EASYANIMATE_KWARGS = dict(beta_start=0.0001, beta_end=0.02, beta_schedule="linear", steps_offset=1)
 SCHEDULERS = {
@@ -58,13 +57,17 @@ def test_matches_diffusers_every_step(name, karras, steps, denoise):
 
     ours, seen_t = [], []
 
-    def model_fn(x, t):
+    steps_seen = []
+
+    def model_fn(x, t, step):
         seen_t.append(t)
+        steps_seen.append(step)
         return toy_eps(x, t)
 
     final = sample(model_fn, noise, name, steps, generator=torch.Generator().manual_seed(7), karras=karras,
                    denoise=denoise, init_latents=init, callback=lambda i, x, denoised: ours.append(x))
     assert len(ours) == len(expected) == int(steps * denoise)
+    assert steps_seen == list(range(len(ours)))  # the samplers hand the step index through
     for i, (a, b) in enumerate(zip(ours, expected)):
         assert (a - b).abs().max().item() <= 1e-5, f"step {i}"
     assert torch.equal(final, ours[-1])

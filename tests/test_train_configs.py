@@ -15,23 +15,17 @@ COMMANDS = {"vae": "vae", "vae-decoder": "vae_decoder", "dit-image": "dit_image"
 @pytest.mark.parametrize("command,name", COMMANDS.items())
 def test_shipped_config_parses_for_its_command(command, name):
     from training.config import parse_args
-    from training.train_dit import command_defaults as dit_defaults
-    from training.train_lora import command_defaults as lora_defaults
-    from training.train_vae import command_defaults as vae_defaults
 
-    defaults = {"vae": vae_defaults, "vae-decoder": vae_defaults, "lora": lora_defaults,
-                "motion-lora": lora_defaults, "domain-adapter": lora_defaults}.get(command, dit_defaults)
     cfg, resume = parse_args(command, ["--config", str(CONFIGS / f"{name}.yaml"), "train.steps=7"],
-                             defaults(command), "test")
+                             command_options(command), "test")
     assert cfg["train"]["steps"] == 7 and resume is None
     assert cfg["data"]["metadata"]
 
 
 def test_motion_config_yaml_anchors_expand():
     from training.config import parse_args
-    from training.train_dit import command_defaults
 
-    cfg, _ = parse_args("dit-motion", ["--config", str(CONFIGS / "dit_motion.yaml")], command_defaults("dit-motion"), "")
+    cfg, _ = parse_args("dit-motion", ["--config", str(CONFIGS / "dit_motion.yaml")], command_options("dit-motion"), "")
     odd = cfg["model"]["motion_config"]["motion_module_kwargs_odd"]
     assert odd["attention_block_types"] == ["Temporal_Self", "Global_Self"] and odd["num_attention_heads"] == 16
 
@@ -46,10 +40,20 @@ def test_launch_configs_are_valid():
     assert ds["zero_optimization"]["stage"] == 2
 
 
+def command_options(command):
+    from training.train_dit import command_options as dit
+    from training.train_lora import command_options as lora
+    from training.train_vae import command_options as vae
+
+    return {"vae": vae, "vae-decoder": vae, "lora": lora, "motion-lora": lora,
+            "domain-adapter": lora}.get(command, dit)(command)
+
+
 def test_resume_flag_forms():
     from training.config import parse_args
+    from training.options import Opt, whole
 
-    defaults = {"train": {"steps": 1}}
+    defaults = {"train": {"steps": Opt(1, whole(1), "steps")}}
     assert parse_args("x", ["--resume"], defaults, "")[1] == "latest"
     assert parse_args("x", ["--resume", "ckpt/checkpoint-00000010"], defaults, "")[1] == "ckpt/checkpoint-00000010"
     cfg, resume = parse_args("x", ["--resume", "train.steps=5"], defaults, "")
@@ -59,9 +63,12 @@ def test_resume_flag_forms():
 def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
     """PyYAML alone reads 2e-3 (no dot) as a string, which reached Adam as lr='2e-3'."""
     from training.config import parse_args
+    from training.options import Opt, listof, number, text, whole
 
     config = tmp_path / "c.yaml"
     config.write_text("train:\n  lr: 1e-4\n  betas: [0.5, 9E-1]\n  name: 1e4x\n")
-    defaults = {"train": {"lr": 0.0, "betas": [], "name": "", "steps": 1, "decay": 0.0}}
+    defaults = {"train": {"lr": Opt(0.0, number(), "lr"), "betas": Opt([], listof(number()), "betas"),
+                          "name": Opt("", text(), "name"), "steps": Opt(1, whole(), "steps"),
+                          "decay": Opt(0.0, number(), "decay")}}
     cfg, _ = parse_args("x", ["--config", str(config), "train.decay=-2.5e-3", "train.steps=3"], defaults, "")
     assert cfg["train"] == {"lr": 1e-4, "betas": [0.5, 0.9], "name": "1e4x", "steps": 3, "decay": -2.5e-3}

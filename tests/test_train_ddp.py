@@ -1,6 +1,7 @@
 """2-process CPU DDP through ``accelerate launch`` (gloo): the VAE and DiT trainers end with
 identical weights on both ranks (the loop compares a SHA-256 of every rank's parameters), and the
-learning-rate schedule advances once per step whatever the number of processes.
+learning-rate schedule advances once per step whatever the number of processes, and a resumed DDP
+run (every rank reading the checkpoint rank 0 wrote) continues it with the ranks still identical.
 
 Both trainers run back to back in one launch (as chained stages would), which halves the cost
 of starting the launcher and its two worker processes."""
@@ -34,6 +35,7 @@ def _launch_two(script, lines, tmp_path):
                                 timeout=300, cwd=tmp_path)
 
 
+@pytest.mark.slow
 def test_two_process_cpu_ddp_vae_then_dit(tmp_path):
     data = make_dataset(tmp_path / "data", videos=2, images=2)
     vae = vae_yaml(tmp_path / "vae.yaml", data, tmp_path / "vae", loss={"disc_start": 1}, train={"steps": 3})
@@ -43,10 +45,14 @@ def test_two_process_cpu_ddp_vae_then_dit(tmp_path):
                    train={"steps": 3, "lr": 1e-3, "warmup_steps": 4})
     script = tmp_path / "chain.py"
     script.write_text(CHAIN)
-    run = _launch_two(script, [f"vae --config {vae}", f"dit-full --config {dit}"], tmp_path)
+    # the third line resumes the DiT run for two more steps: both ranks read rank 0's checkpoint
+    run = _launch_two(script, [f"vae --config {vae}", f"dit-full --config {dit}",
+                               f"dit-full --config {dit} train.steps=5 --resume"], tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.count("weights identical on all 2 processes") == 2, run.stdout[-3000:]
+    assert run.stdout.count("weights identical on all 2 processes") == 3, run.stdout[-3000:]
+    assert run.stdout.count("distributed mode: DDP over 2 processes (gloo backend, cpu)") == 3, run.stdout[-3000:]
+    assert "at step 3" in run.stdout and "done: 5 steps" in run.stdout
     assert (tmp_path / "vae" / "vae" / "diffusion_pytorch_model.safetensors").is_file()
     assert (tmp_path / "dit" / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
     # linear warm-up over 4 steps: after step k the factor is (k + 1) / 4, as on one process
-    assert losses(tmp_path / "dit", "lr") == pytest.approx([1e-3 * (k + 1) / 4 for k in (1, 2, 3)])
+    assert losses(tmp_path / "dit", "lr") == pytest.approx([1e-3 * min(1.0, (k + 1) / 4) for k in (1, 2, 3, 4, 5)])

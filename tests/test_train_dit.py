@@ -211,9 +211,9 @@ def test_configuration_errors_are_one_sentence(setup, tmp_path):
                     mode={"train_mode": "inpaint"})
     with pytest.raises(InputError, match="needs a 12-channel"):
         main("dit-full", ["--config", four])
-    with pytest.raises(InputError, match="diffusion.timesteps 'lognormal' is not one of uniform, logit_normal"):
+    with pytest.raises(InputError, match="diffusion.timesteps: expected one of uniform, logit_normal, got 'lognormal'"):
         main("dit-full", ["--config", four, "diffusion.timesteps=lognormal"])
-    with pytest.raises(InputError, match="mode.train_mode 'i2v' is not 'normal' or 'inpaint'; pick one"):
+    with pytest.raises(InputError, match="mode.train_mode: expected one of normal, inpaint, got 'i2v'"):
         main("dit-full", ["--config", four, "mode.train_mode=i2v"])
     with pytest.raises(InputError, match="data.metadata is not set"):
         main("dit-full", ["--config", four, "mode.train_mode=normal", "data.metadata="])
@@ -239,7 +239,7 @@ def test_bad_mixed_precision_is_one_clear_error(setup, tmp_path):
 
     models, data, _, _ = setup
     cfg = dit_yaml(tmp_path / "p.yaml", models, data, tmp_path / "out", model={"config": image_dit_config()})
-    with pytest.raises(InputError, match="is not one of no, fp16, bf16"):
+    with pytest.raises(InputError, match="train.mixed_precision: expected one of no, fp16, bf16, got 'fp8'"):
         main("dit-full", ["--config", cfg, "train.mixed_precision=fp8"])
 
 

@@ -49,6 +49,7 @@ def _run_py(*args):
     return [sys.executable, str(ROOT / "training" / "run.py"), *args]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_weights(tmp_path, data):
     """Every run is a fresh process, as in real life: the uninterrupted run, the run killed with
     SIGKILL right after its first checkpoint, and the new process that resumes it."""
@@ -83,8 +84,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, data):
 
 
 def test_kill_during_save_keeps_previous_checkpoint(tmp_path, data, monkeypatch):
-    from accelerate import Accelerator
-
+    from training import loop
     from training.loop import complete_checkpoints
     from training.train_dit import main
 
@@ -97,18 +97,18 @@ def test_kill_during_save_keeps_previous_checkpoint(tmp_path, data, monkeypatch)
     assert main("dit-motion", ["--config", straight]) == 0
 
     broken = dit_yaml(tmp_path / "b.yaml", models, data, tmp_path / "broken", **sections)
-    original = Accelerator.save_state
+    original = loop.write_checkpoint
 
-    def dies_at_step_4(self, output_dir=None, **kw):
-        if "00000004" in str(output_dir):
-            Path(output_dir, "model.safetensors").write_bytes(b"half a fi")   # partial write, then death
+    def dies_at_step_4(accelerator, folder, objects, train_cfg):
+        if "00000004" in str(folder):
+            Path(folder, "model.safetensors").write_bytes(b"half a fi")   # partial write, then death
             raise KeyboardInterrupt("killed during save")
-        return original(self, output_dir, **kw)
+        return original(accelerator, folder, objects, train_cfg)
 
-    monkeypatch.setattr(Accelerator, "save_state", dies_at_step_4)
+    monkeypatch.setattr(loop, "write_checkpoint", dies_at_step_4)
     with pytest.raises(KeyboardInterrupt):
         main("dit-motion", ["--config", broken])
-    monkeypatch.setattr(Accelerator, "save_state", original)
+    monkeypatch.setattr(loop, "write_checkpoint", original)
     # the interrupted run closed its TensorBoard event file (no writer thread left)
     assert not [t for t in threading.enumerate() if type(t).__name__ == "_AsyncWriterThread" and t.is_alive()]
     assert [p.name for p in complete_checkpoints(tmp_path / "broken")] == ["checkpoint-00000002"]

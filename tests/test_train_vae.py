@@ -72,9 +72,11 @@ def test_stage2_trains_decoder_only(tmp_path, dataset):
     assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
     assert any(not torch.equal(before[k], after[k]) for k in trained)
     # stage 2 defaults follow the spec: L2 instead of L1
-    from training.train_vae import command_defaults
-    assert command_defaults("vae-decoder")["loss"]["l2_weight"] == 1.0
-    assert command_defaults("vae-decoder")["loss"]["l1_weight"] == 0.0
+    from training.options import defaults_of
+    from training.train_vae import command_options
+
+    assert defaults_of(command_options("vae-decoder"))["loss"]["l2_weight"] == 1.0
+    assert defaults_of(command_options("vae-decoder"))["loss"]["l1_weight"] == 0.0
 
 
 @pytest.mark.parametrize("slice_mode", [True, False])
@@ -115,11 +117,11 @@ def test_unknown_option_is_one_clear_error(tmp_path, dataset):
         main("vae", ["--config", _config(tmp_path, dataset), "train.stpes=3"])
     with pytest.raises(InputError, match="not of the form key=value"):
         main("vae", ["--config", _config(tmp_path, dataset), "steps"])
-    with pytest.raises(InputError, match="train.log_every must be a whole number of at least 1, found 0"):
+    with pytest.raises(InputError, match=r"train.log_every: expected a whole number >= 1, got 0 \(in command line\)"):
         main("vae", ["--config", _config(tmp_path, dataset), "train.log_every=0"])
     with pytest.raises(InputError, match="gradient_accumulation_steps=1"):
         main("vae", ["--config", _config(tmp_path, dataset), "train.gradient_accumulation_steps=2"])
-    with pytest.raises(InputError, match="data.crop is 'zoom'; use 'random_square' or 'center'"):
+    with pytest.raises(InputError, match="data.crop: expected one of random_square, center, got 'zoom'"):
         main("vae", ["--config", _config(tmp_path, dataset), "data.crop=zoom"])
 
 

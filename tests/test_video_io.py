@@ -77,3 +77,18 @@ def test_sample_indices_match_reference_rules():
     assert sample_indices(100, 4) == [0, 25, 50, 75]  # linspace(0, n, 4, endpoint=False)
     with pytest.raises(InputError):
         sample_indices(0, 3)
+
+
+def test_outputs_are_checked_before_any_frame_exists(tmp_path):
+    from easyanimate_core.video_io import VideoWriter, check_output
+
+    assert check_output(tmp_path / "new" / "clip.mkv", 24, 9) == tmp_path / "new" / "clip.mkv"
+    assert check_output(tmp_path / "still", 8, 1) == tmp_path / "still"   # one frame: a PNG, any name
+    for fps in (0, -5, float("nan"), float("inf"), "24", True):
+        with pytest.raises(InputError, match="is not a positive number of frames per second"):
+            check_output(tmp_path / "clip.mp4", fps, 9)
+        with pytest.raises(InputError, match="is not a positive number of frames per second"):
+            VideoWriter(tmp_path / "clip.mp4", fps)
+    with pytest.raises(InputError, match="has the extension '.avi'"):
+        check_output(tmp_path / "clip.avi", 24, 9)
+    assert not list(tmp_path.glob("clip*"))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from tiny_models import build_vae
 
-from easyanimate_core.sampling.frames import valid_frames
+from easyanimate_core.sampling.shape_rules import valid_frames
 
 SCRIPT = Path(__file__).resolve().parents[1] / "web" / "js" / "vdit_frames.js"
 UP_TO = 80

@@ -8,9 +8,10 @@ owns everything around it:
 * reproducibility: every step's randomness comes from a generator seeded by (seed, step, rank) and
   the global RNG is re-seeded the same way, so the weights a run reaches depend only on the seed,
   never on where it was interrupted;
-* checkpoints every ``checkpoint_every`` steps through ``accelerator.save_state`` (models,
-  optimizers, schedulers, EMA, data position) written to a temporary folder and renamed into
-  place, so a kill during a save leaves the previous checkpoint the latest complete one;
+* checkpoints every ``checkpoint_every`` steps (models, optimizers, schedulers, EMA, data
+  position, RNG; safetensors + JSON only, see :mod:`training.checkpoint`) written to a temporary
+  folder and renamed into place, so a kill during a save leaves the previous checkpoint the latest
+  complete one;
 * ``resume`` ("latest" or a checkpoint folder), logging to TensorBoard and a CSV, a loss-curve PNG
   at the end, a progress bar with ETA, validation every ``validation_every`` steps.
 """
@@ -29,33 +30,30 @@ from pathlib import Path
 import torch
 
 from easyanimate_core.errors import InputError
+from training.checkpoint import RUN_FILE, read_checkpoint, write_checkpoint
 from training.data import seeded_generator
+from training.options import Opt, choice, flag, path, whole
 
 CHECKPOINT_PREFIX = "checkpoint-"
 
-# Options of the loop itself; every trainer includes them in its DEFAULTS under "train".
-LOOP_DEFAULTS = {
-    "output_dir": "outputs/run",
-    "seed": 42,
-    "steps": 1000,                # training steps (batches) to run in total
-    "checkpoint_every": 500,      # 0: only at the end
-    "checkpoints_keep": 3,        # older complete checkpoints are deleted
-    "log_every": 1,
-    "validation_every": 0,        # 0: no validation during training
-    "mixed_precision": "no",      # no | fp16 | bf16
-    "gradient_accumulation_steps": 1,
-    "cpu": False,                 # train on the CPU even where a GPU is present
-    # DDP: image batches skip the motion modules, so the set of used parameters changes per batch
-    "find_unused_parameters": True,
+LR_SCHEDULES = ("constant", "constant_with_warmup", "cosine")  # lr_schedule's kinds
+
+# Options of the loop itself; every trainer includes them in its options under "train".
+LOOP_OPTIONS = {
+    "output_dir": Opt("outputs/run", path(), "folder for checkpoints, logs and the exported model"),
+    "seed": Opt(42, whole(), "seed of every random draw (weights, data order, noise)"),
+    "steps": Opt(1000, whole(1), "training steps (batches) to run in total"),
+    "checkpoint_every": Opt(500, whole(), "save a checkpoint every N steps (0: only at the end)"),
+    "checkpoints_keep": Opt(3, whole(), "complete checkpoints kept; older ones are deleted (0: keep all)"),
+    "log_every": Opt(1, whole(1), "write losses to the CSV / TensorBoard every N steps"),
+    "validation_every": Opt(0, whole(), "run validation every N steps (0: never)"),
+    "mixed_precision": Opt("no", choice("no", "fp16", "bf16", aliases={False: "no", None: "no"}),
+                           "autocast precision of the forward pass"),
+    "gradient_accumulation_steps": Opt(1, whole(1), "batches whose gradients add up to one optimizer step"),
+    "cpu": Opt(False, flag(), "train on the CPU even where a GPU is present"),
+    # image batches skip the motion modules, so the set of used parameters changes per batch
+    "find_unused_parameters": Opt(True, flag(), "DDP: allow parameters without a gradient in a step"),
 }
-
-
-def mixed_precision(value) -> str:
-    """``no`` | ``fp16`` | ``bf16``; YAML reads a bare ``no`` as false, which means the same."""
-    value = "no" if value is False or value is None else str(value)
-    if value not in ("no", "fp16", "bf16"):
-        raise InputError(f"train.mixed_precision {value!r} is not one of no, fp16, bf16; pick one of those.")
-    return value
 
 
 def launch_data_parallel(processes: int, script_args: list[str], env: dict | None = None, **run_options):
@@ -77,11 +75,39 @@ def launch_data_parallel(processes: int, script_args: list[str], env: dict | Non
     return subprocess.run(command, env=env, check=False, **run_options)
 
 
+def check_deepspeed_can_run(train_cfg: dict) -> None:
+    """``accelerate launch`` with a DeepSpeed config sets ACCELERATE_USE_DEEPSPEED; without CUDA
+    accelerate would fall back to plain CPU DDP without a word (we pass ``cpu=True`` there), so a
+    ZeRO run that cannot happen stops here instead."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() not in ("1", "true", "yes"):
+        return
+    if train_cfg["cpu"] or not torch.cuda.is_available():
+        where = "train.cpu=true asks for the CPU" if train_cfg["cpu"] else "this machine has none"
+        raise InputError(f"DeepSpeed ZeRO needs CUDA GPUs; {where}: use DDP (accelerate launch --multi_gpu) "
+                         f"or run on GPUs.")
+    import importlib.util
+
+    if importlib.util.find_spec("deepspeed") is None:
+        raise InputError("accelerate was launched with a DeepSpeed config but the deepspeed package is not "
+                         "installed: pip install deepspeed, or launch DDP with accelerate launch --multi_gpu.")
+
+
+def distributed_mode(accelerator) -> str:
+    """What actually runs, in words, for the log."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is not None:
+        return f"DeepSpeed ZeRO-{plugin.zero_stage} over {accelerator.num_processes} processes"
+    if accelerator.num_processes == 1:
+        return f"single process on {accelerator.device.type}"
+    backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "unknown"
+    return f"DDP over {accelerator.num_processes} processes ({backend} backend, {accelerator.device.type})"
+
+
 def make_accelerator(train_cfg: dict):
-    for name in ("steps", "log_every", "gradient_accumulation_steps"):  # before any model is built
-        if not isinstance(train_cfg[name], int) or train_cfg[name] < 1:
-            raise InputError(f"train.{name} must be a whole number of at least 1, found {train_cfg[name]!r}; "
-                             f"set e.g. train.{name}=1.")
+    from easyanimate_core.video_io import check_writable_folder
+
+    check_deepspeed_can_run(train_cfg)
+    check_writable_folder(train_cfg["output_dir"], f"train.output_dir {train_cfg['output_dir']}")
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
@@ -94,12 +120,14 @@ def make_accelerator(train_cfg: dict):
 
     # Without a GPU, accelerate forms a multi-process group (gloo) only when told it runs on the
     # CPU; so `accelerate launch --multi_gpu --num_processes N` gives CPU DDP on a CPU-only machine.
-    return Accelerator(cpu=bool(train_cfg["cpu"]) or not torch.cuda.is_available(),
-                       mixed_precision=mixed_precision(train_cfg["mixed_precision"]),
+    accelerator = Accelerator(cpu=bool(train_cfg["cpu"]) or not torch.cuda.is_available(),
+                       mixed_precision=train_cfg["mixed_precision"],
                        gradient_accumulation_steps=train_cfg["gradient_accumulation_steps"],
                        project_config=ProjectConfiguration(project_dir=train_cfg["output_dir"]),
                        kwargs_handlers=[DistributedDataParallelKwargs(
                            find_unused_parameters=bool(train_cfg["find_unused_parameters"]))])
+    accelerator.print(f"distributed mode: {distributed_mode(accelerator)}")
+    return accelerator
 
 
 class TrainState:
@@ -138,16 +166,25 @@ def resolve_resume(resume: str, output_dir) -> Path:
         if not found:
             raise InputError(f"--resume latest found no complete checkpoint under "
                              f"{checkpoint_dir(output_dir)}; start without --resume or pass a folder.")
-        return found[-1]
-    path = Path(resume)
-    if not (path.is_dir() and (path / "custom_checkpoint_0.pkl").is_file()):
+        path = found[-1]
+    else:
+        path = Path(resume)
+    if path.is_dir() and not (path / RUN_FILE).is_file():
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".pkl", ".bin"))
+        if pickles:
+            raise InputError(f"checkpoint {path} is in the old pickle format ({pickles[0]}), which is never "
+                             f"loaded because a pickle can run code; convert it with 'python training/run.py "
+                             f"convert-checkpoint {path}' (reads it without running code) and resume again.")
+    if not (path / RUN_FILE).is_file():
         raise InputError(f"--resume {resume} is not a complete checkpoint folder (expected "
                          f"{CHECKPOINT_PREFIX}<step> with the saved states); pass one from "
                          f"{checkpoint_dir(output_dir)} or 'latest'.")
     return path
 
 
-def save_checkpoint(accelerator, output_dir, step: int, keep: int) -> Path:
+def save_checkpoint(accelerator, output_dir, step: int, keep: int, objects, train_cfg: dict) -> Path:
+    """Write the run's state to ``checkpoints/checkpoint-<step>`` (what it holds: training.checkpoint)
+    through a temporary folder renamed into place, then drop checkpoints beyond ``keep``."""
     folder = checkpoint_dir(output_dir)
     final = folder / f"{CHECKPOINT_PREFIX}{step:08d}"
     temp = folder / f".tmp-{CHECKPOINT_PREFIX}{step:08d}"
@@ -155,7 +192,7 @@ def save_checkpoint(accelerator, output_dir, step: int, keep: int) -> Path:
         shutil.rmtree(temp, ignore_errors=True)
         temp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(temp))
+    write_checkpoint(accelerator, temp, objects, {**train_cfg, "step": step})
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)
@@ -334,10 +371,10 @@ def train(accelerator, cfg: dict, stream, step_fn, checkpoint_objects=(), export
 
     output_dir = Path(cfg["output_dir"])
     state = TrainState()
-    accelerator.register_for_checkpointing(state, *checkpoint_objects)
+    objects = [state, *checkpoint_objects]
     if resume:
         path = resolve_resume(resume, output_dir)
-        accelerator.load_state(str(path))
+        read_checkpoint(accelerator, path, objects, cfg)
         stream.load_state_dict(state.data)
         accelerator.print(f"resumed from {path} at step {state.step}")
     log = LossLog(output_dir, accelerator.is_main_process, state.step)
@@ -364,7 +401,7 @@ def train(accelerator, cfg: dict, stream, step_fn, checkpoint_objects=(), export
                 bar.set_postfix({k: f"{v:.4g}" for k, v in list(values.items())[:3]})
             bar.update(1)
             if (cfg["checkpoint_every"] and state.step % cfg["checkpoint_every"] == 0) or state.step == cfg["steps"]:
-                save_checkpoint(accelerator, output_dir, state.step, cfg["checkpoints_keep"])
+                save_checkpoint(accelerator, output_dir, state.step, cfg["checkpoints_keep"], objects, cfg)
             if validate is not None and cfg["validation_every"] and state.step % cfg["validation_every"] == 0:
                 if accelerator.is_main_process:
                     validate(state.step)

@@ -20,63 +20,91 @@ import torch
 
 from easyanimate_core.errors import InputError
 from training import data as data_lib
-from training.config import parse_args, with_overrides
+from training.config import parse_args
+from training.options import (
+    Opt,
+    choice,
+    either,
+    flag,
+    free,
+    from_config,
+    listof,
+    number,
+    path,
+    text,
+    whole,
+    with_defaults,
+)
 from training.ema import EMA, final_weights
 from training.loop import (
-    LOOP_DEFAULTS,
+    LOOP_OPTIONS,
+    LR_SCHEDULES,
     clip_gradients,
     export_model_folder,
     fused_adam,
     lr_schedule,
     make_accelerator,
-    mixed_precision,
     train,
 )
 
-DEFAULTS = {
-    "train": {**LOOP_DEFAULTS,
-              "output_dir": "outputs/dit",
-              "lr": 2e-5,
-              "low_lr_factor": 0.1,          # lr multiplier of model.trainable_low_lr
-              "betas": [0.9, 0.999],
-              "weight_decay": 3e-2,
-              "adam_eps": 1e-10,
-              "lr_schedule": "constant_with_warmup",
-              "warmup_steps": 100,
-              "max_grad_norm": 1.0,          # adaptive clipping (see loop.clip_gradients); 0: off
-              "clip_warmup_steps": 1000,
-              "clip_initial_ratio": 5.0,
-              "ema": True,
-              "ema_decay": 0.9999,
-              "gradient_checkpointing": False,
-              "num_workers": 0},
-    "model": {"pretrained": "",              # transformer folder/file (dit-motion: the image DiT)
-              "config": {},                  # config (reference keys) when not pretrained / override
-              "motion_config": {},           # dit-motion: keys added to the image config
-              "motion_module": "",           # optional standalone motion-module file to start from
-              "trainable": ["."],            # substrings of parameter names that train
-              "trainable_low_lr": []},       # substrings that train at lr x low_lr_factor
-    "vae": {"pretrained": "", "config": {}},
-    "text": {"encoder": "",                  # T5 folder (TextEncoder.load)
-             "caption_dropout": 0.0},        # share of captions replaced by "" (for CFG)
-    "diffusion": {"timesteps": "uniform",    # uniform | logit_normal
-                  "scheduler": {},           # NoiseSchedule config (defaults: linear 1e-4 .. 0.02)
-                  "learned_variance": True},
-    "mode": {"train_mode": "normal",         # normal | inpaint
-             "clip_encoder": ""},            # CLIP image encoder folder (inpaint, 12-channel models)
-    "cache": {"dir": ""},                    # pre-encoding cache folder; empty: encode every step
-    "data": {"metadata": "", "root": "",
-             "types": "both",
-             "batch_size": 1,
-             "sample_size": 512,
-             "resolution_schedule": [],      # [[from_step, size], ...] progressive resolution
-             "frames": 144,
-             "stride": 1,                    # frame step within a clip; a list: each clip draws one
-             "buckets": True,
-             "random_frame_crop": False,
-             "static_frames": False},
-    "validation": {"prompts": [], "steps": 25, "guidance": 7.0, "sampler": "dpmpp_2m",
-                   "width": 512, "height": 512, "frames": 16, "seed": 43},
+SAMPLERS = ("ddim", "euler", "euler_a", "dpmpp_2m", "unipc")
+UNIT = number(0, 1)
+
+OPTIONS = {
+    "train": {**LOOP_OPTIONS,
+              "output_dir": Opt("outputs/dit", path(), "folder for checkpoints, logs and the exported model"),
+              "lr": Opt(2e-5, number(0, low_open=True), "learning rate (AdamW)"),
+              "low_lr_factor": Opt(0.1, number(0), "lr multiplier of model.trainable_low_lr"),
+              "betas": Opt([0.9, 0.999], listof(number(0, 1, high_open=True), length=2), "AdamW betas"),
+              "weight_decay": Opt(3e-2, number(0), "AdamW weight decay"),
+              "adam_eps": Opt(1e-10, number(0, low_open=True), "AdamW epsilon"),
+              "lr_schedule": Opt("constant_with_warmup", choice(*LR_SCHEDULES), "learning-rate schedule"),
+              "warmup_steps": Opt(100, whole(), "steps of linear lr warm-up"),
+              "max_grad_norm": Opt(1.0, number(0), "adaptive gradient clipping threshold (loop.clip_gradients); 0: off"),
+              "clip_warmup_steps": Opt(1000, whole(), "steps over which the clipping threshold decays to max_grad_norm"),
+              "clip_initial_ratio": Opt(5.0, number(1), "the clipping threshold starts at this x max_grad_norm"),
+              "ema": Opt(True, flag(), "keep an EMA of the trained weights and export it"),
+              "ema_decay": Opt(0.9999, number(0, 1, high_open=True), "EMA decay"),
+              "gradient_checkpointing": Opt(False, flag(), "recompute block activations in backward (less memory)"),
+              "num_workers": Opt(0, whole(), "data-loading worker processes")},
+    "model": {"pretrained": Opt("", path(), "transformer folder/file to start from (dit-motion: the image DiT)"),
+              "config": free("transformer config (reference keys) when not pretrained, or keys overriding it"),
+              "motion_config": free("dit-motion: keys added to the image DiT's config (motion modules)"),
+              "motion_module": Opt("", path(), "optional standalone motion-module file to start from"),
+              "trainable": Opt(["."], listof(text()), "substrings of parameter names that train"),
+              "trainable_low_lr": Opt([], listof(text()), "substrings of parameter names that train at lr x low_lr_factor")},
+    "vae": {"pretrained": Opt("", path(), "vae/ folder or file"),
+            "config": free("VAE config when not pretrained")},
+    "text": {"encoder": Opt("", path(), "T5 text encoder folder"),
+             "caption_dropout": Opt(0.0, UNIT, "share of captions replaced by '' (for classifier-free guidance)")},
+    "diffusion": {"timesteps": Opt("uniform", choice("uniform", "logit_normal"), "how training timesteps are drawn"),
+                  "scheduler": free("NoiseSchedule config (defaults: linear betas 1e-4 .. 0.02)"),
+                  "learned_variance": Opt(True, flag(), "train the variance channels with the VB term (IDDPM)")},
+    "mode": {"train_mode": Opt("normal", choice("normal", "inpaint"), "inpaint: image-to-video (12-channel) models"),
+             "clip_encoder": Opt("", path(), "CLIP image encoder folder (inpaint, 12-channel models)")},
+    "cache": {"dir": Opt("", path(), "pre-encoding cache folder; empty: encode every step")},
+    "data": {"metadata": Opt("", path(), "metadata JSON of the dataset (preprocess metadata writes it)"),
+             "root": Opt("", path(), "folder the metadata's relative paths start from"),
+             "types": Opt("both", choice("image", "video", "both"), "which samples train (never mixed in a batch)"),
+             "batch_size": Opt(1, whole(1), "samples per batch and process"),
+             # latents are 1/8 of the pixels and the DiT cuts them in 2x2 patches
+             "sample_size": Opt(512, whole(16, multiple=16), "training resolution (bucket base size, pixels)"),
+             "resolution_schedule": Opt([], listof(listof(whole(), length=2)),
+                                        "[[from_step, size], ...] progressive resolution; empty: sample_size"),
+             "frames": Opt(144, whole(1), "frames per clip (1: images only)"),
+             "stride": Opt(1, either(whole(1), listof(whole(1), min_length=1)),
+                           "frame step within a clip; a list: each clip draws one"),
+             "buckets": Opt(True, flag(), "aspect-ratio and frame-count buckets"),
+             "random_frame_crop": Opt(False, flag(), "sometimes train on a shorter clip (reference frame crop)"),
+             "static_frames": Opt(False, flag(), "a clip of one repeated frame (domain adapter)")},
+    "validation": {"prompts": Opt([], listof(text()), "prompts sampled every train.validation_every steps"),
+                   "steps": Opt(25, whole(1), "sampling steps"),
+                   "guidance": Opt(7.0, number(0), "classifier-free guidance scale"),
+                   "sampler": Opt("dpmpp_2m", choice(*SAMPLERS), "sampler"),
+                   "width": Opt(512, whole(8), "video width"),
+                   "height": Opt(512, whole(8), "video height"),
+                   "frames": Opt(16, whole(1), "video frames"),
+                   "seed": Opt(43, whole(), "sampling seed")},
 }
 
 STAGE_DEFAULTS = {
@@ -90,8 +118,8 @@ STAGE_DEFAULTS = {
 }
 
 
-def command_defaults(command: str) -> dict:
-    return with_overrides(DEFAULTS, STAGE_DEFAULTS[command])
+def command_options(command: str) -> dict:
+    return with_defaults(OPTIONS, STAGE_DEFAULTS[command])
 
 
 # ---------------------------------------------------------------- models
@@ -111,7 +139,7 @@ def build_transformer(mcfg: dict):
     if not mcfg["config"]:
         raise InputError("the DiT trainer needs model.pretrained (a transformer folder or file) or "
                          "model.config (a transformer config dict); set one of them.")
-    return VideoTransformer.from_config(overrides)
+    return from_config(VideoTransformer, overrides, "model.config", "a released transformer/config.json")
 
 
 def select_trainable(model, patterns, low_patterns, lr: float, low_factor: float) -> list[dict]:
@@ -144,7 +172,7 @@ def load_vae(vcfg: dict):
     if vcfg["pretrained"]:
         return load(vcfg["pretrained"])
     if vcfg["config"]:
-        return VideoVAE.from_config(dict(vcfg["config"]))
+        return from_config(VideoVAE, vcfg["config"], "vae.config", "a released vae/config.json")
     raise InputError("the DiT trainer needs vae.pretrained (a vae/ folder or file) or vae.config; set one.")
 
 
@@ -250,14 +278,10 @@ def run(command: str, cfg: dict, resume, adapt=None, export=None, transform=None
     name-pattern selection (the LoRA trainer injects its adapters there); ``export(model, cfg)``
     replaces the transformer export; ``transform(video, generator)`` augments training clips."""
     from easyanimate_core.sampling.schedule import NoiseSchedule
-    from training.losses import DiffusionTerms, check_timestep_sampling, diffusion_loss, sample_timesteps
+    from training.losses import DiffusionTerms, diffusion_loss, sample_timesteps
 
     tcfg, mcfg, dcfg = cfg["train"], cfg["model"], cfg["data"]
-    # option checks that need no model come before any model is loaded
-    check_timestep_sampling(cfg["diffusion"]["timesteps"])
-    if cfg["mode"]["train_mode"] not in ("normal", "inpaint"):
-        raise InputError(f"mode.train_mode {cfg['mode']['train_mode']!r} is not 'normal' or 'inpaint'; "
-                         f"pick one of those.")
+    # option checks that need no model come before any model is loaded (single values: options.py)
     inpaint = cfg["mode"]["train_mode"] == "inpaint"
     if inpaint and cfg["cache"]["dir"]:
         raise InputError("cache.dir cannot be used with mode.train_mode=inpaint (its random masks need the "
@@ -265,7 +289,7 @@ def run(command: str, cfg: dict, resume, adapt=None, export=None, transform=None
     accelerator = make_accelerator(tcfg)
     torch.manual_seed(tcfg["seed"])
     device = accelerator.device
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision(tcfg["mixed_precision"]),
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(tcfg["mixed_precision"],
                                                                        torch.float32)
 
     model = build_transformer(mcfg)
@@ -327,7 +351,8 @@ def run(command: str, cfg: dict, resume, adapt=None, export=None, transform=None
     # the scheduler stays outside accelerate, which would step it once per process per step (N-times
     # faster warm-up/decay under N-process DDP); it counts loop steps like train.steps and warmup_steps
     model, optimizer = accelerator.prepare(model, optimizer)
-    schedule = NoiseSchedule.from_config(cfg["diffusion"]["scheduler"])
+    schedule = from_config(NoiseSchedule, cfg["diffusion"]["scheduler"], "diffusion.scheduler",
+                           "a scheduler_config.json (beta_start, beta_end, beta_schedule, ...)")
     terms = DiffusionTerms.from_alphas_cumprod(schedule.alphas_cumprod).to(device)
     learned_variance = cfg["diffusion"]["learned_variance"]
 
@@ -376,6 +401,7 @@ def run(command: str, cfg: dict, resume, adapt=None, export=None, transform=None
 
 def validate_generation(cfg, model, vae, text_encoder, device, step) -> list[str]:
     """Sample every validation prompt with the release pipeline and write the videos."""
+    from easyanimate_core.sampling.options import SamplingOptions
     from easyanimate_core.sampling.pipeline import Components, generate
     from easyanimate_core.video_io import write_video
 
@@ -386,8 +412,9 @@ def validate_generation(cfg, model, vae, text_encoder, device, step) -> list[str
     written = []
     for k, prompt in enumerate(v["prompts"]):
         with torch.no_grad():
-            video = generate(components, prompt, width=v["width"], height=v["height"], frames=v["frames"],
-                             steps=v["steps"], cfg=v["guidance"], sampler=v["sampler"], seed=v["seed"])
+            options = SamplingOptions(steps=v["steps"], cfg=v["guidance"], sampler=v["sampler"], seed=v["seed"])
+            video = generate(components, prompt, options=options, width=v["width"], height=v["height"],
+                             frames=v["frames"])
         frames = (video[0].permute(1, 2, 3, 0) * 255).round().clamp(0, 255).byte().numpy()
         path = Path(cfg["train"]["output_dir"]) / "validation" / f"step-{step:08d}-{k}.mp4"
         written.append(write_video(path, frames, fps=8))
@@ -396,7 +423,7 @@ def validate_generation(cfg, model, vae, text_encoder, device, step) -> list[str
 
 
 def main(command: str, argv) -> int:
-    cfg, resume = parse_args(command, argv, command_defaults(command), __doc__.split("\n\n")[0])
+    cfg, resume = parse_args(command, argv, command_options(command), __doc__.split("\n\n")[0])
     if command == "dit-motion" and not cfg["model"]["motion_config"] and cfg["model"]["pretrained"]:
         raise InputError("dit-motion inserts motion modules into an image DiT: set model.motion_config "
                          "(e.g. basic_block_type and motion_module_kwargs).")

@@ -23,23 +23,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.config import parse_args, with_overrides
+from easyanimate_core.models.lora import TRAIN_TARGETS
+from training.augment import MOVES
+from training.config import parse_args
 from training.loop import write_json
-from training.train_dit import DEFAULTS as DIT_DEFAULTS
+from training.options import Opt, choice, listof, number, text, whole, with_defaults
+from training.train_dit import OPTIONS as DIT_OPTIONS
 from training.train_dit import run
 
-LORA_DEFAULTS = with_overrides(DIT_DEFAULTS, {
-    "train": {"output_dir": "outputs/lora", "lr": 1e-4, "ema": False, "warmup_steps": 0, "weight_decay": 1e-2,
-              "adam_eps": 1e-8},
-    "data": {"frames": 16},
-}, "LoRA defaults")
-LORA_DEFAULTS["lora"] = {"target": "all",          # all | motion | spatial_attention
-                         "rank": 128,
-                         "alpha": 64.0,            # scale = alpha / rank
-                         "format": "kohya",        # kohya | peft | motion_lora
-                         "file_name": "lora.safetensors"}
-LORA_DEFAULTS["augment"] = {"camera_moves": [],    # e.g. [zoom_in]; empty: no camera augmentation
-                            "camera_strength": 0.25}
+LORA_OPTIONS = {
+    **with_defaults(DIT_OPTIONS, {
+        "train": {"output_dir": "outputs/lora", "lr": 1e-4, "ema": False, "warmup_steps": 0, "weight_decay": 1e-2,
+                  "adam_eps": 1e-8},
+        "data": {"frames": 16},
+    }, "LoRA defaults"),
+    "lora": {"target": Opt("all", choice(*TRAIN_TARGETS), "layers that get adapters: every Linear, motion-module "
+                                                          "attention or image attention"),
+             "rank": Opt(128, whole(1), "adapter rank"),
+             "alpha": Opt(64.0, number(0, low_open=True), "adapter scale is alpha / rank"),
+             "format": Opt("kohya", choice("kohya", "peft", "motion_lora"), "layout of the exported file"),
+             "file_name": Opt("lora.safetensors", text(), "exported file name inside train.output_dir")},
+    "augment": {"camera_moves": Opt([], listof(choice(*MOVES)), "camera moves drawn per clip; empty: none"),
+                "camera_strength": Opt(0.25, number(0, 1, high_open=True), "share of the frame a move spans")},
+}
 
 STAGE_DEFAULTS = {
     "lora": {},
@@ -54,8 +60,8 @@ STAGE_DEFAULTS = {
 }
 
 
-def command_defaults(command: str) -> dict:
-    return with_overrides(LORA_DEFAULTS, STAGE_DEFAULTS[command])
+def command_options(command: str) -> dict:
+    return with_defaults(LORA_OPTIONS, STAGE_DEFAULTS[command])
 
 
 def add_adapters(model, cfg) -> list[dict]:
@@ -86,7 +92,7 @@ def export_lora(model, cfg) -> Path:
 def main(command: str, argv) -> int:
     from training.augment import CameraAugment
 
-    cfg, resume = parse_args(command, argv, command_defaults(command), __doc__.split("\n\n")[0])
+    cfg, resume = parse_args(command, argv, command_options(command), __doc__.split("\n\n")[0])
     moves = cfg["augment"]["camera_moves"]
     transform = CameraAugment(moves, cfg["augment"]["camera_strength"]) if moves else None
     return run(command, cfg, resume, adapt=add_adapters, export=export_lora, transform=transform)

@@ -20,50 +20,69 @@ from torch import nn
 
 from easyanimate_core.errors import InputError
 from training import data as data_lib
-from training.config import parse_args, with_overrides
+from training.config import parse_args
 from training.ema import EMA, final_weights
-from training.loop import LOOP_DEFAULTS, clip_gradients, fused_adam, lr_schedule, make_accelerator, train
+from training.loop import LOOP_OPTIONS, LR_SCHEDULES, clip_gradients, fused_adam, lr_schedule, make_accelerator, train
+from training.options import (
+    Opt,
+    choice,
+    either,
+    flag,
+    free,
+    from_config,
+    listof,
+    number,
+    path,
+    text,
+    whole,
+    with_defaults,
+)
 from training.loop import export_model_folder as export_vae  # the name training/demo imports
 
-DEFAULTS = {
-    "train": {**LOOP_DEFAULTS,
-              "output_dir": "outputs/vae",
-              "lr": 1e-4,
-              "betas": [0.5, 0.9],
-              "lr_schedule": "constant",   # or constant_with_warmup, cosine (loop.lr_schedule)
-              "warmup_steps": 0,
-              "max_grad_norm": 0.0,        # 0: no clipping (the reference does not clip the VAE); else
-                                           # the DiT's adaptive rule (loop.clip_gradients)
-              "ema": True,
-              "ema_decay": 0.9999,
-              "num_workers": 0},
-    "model": {"pretrained": "",            # released vae/ folder or weights file to start from
-              "config": {},                # VAE config (reference key names) when not pretrained
-              "decoder_only": False,       # stage 2: freeze encoder + quant_conv
-              "inflate": False,            # pretrained was trained on stills only: start video
-                                           # training as that image autoencoder (inflate_from_stills)
-              "last_layer": "decoder.conv_out.weight"},  # the adaptive GAN weight looks here
-    "loss": {"l1_weight": 1.0, "l2_weight": 0.0,
-             "perceptual_weight": 1.0,
-             "perceptual_weights": "",     # local LPIPS/VGG16 file; empty: perceptual term off
-             "edge_weight": 0.0,           # L1 on the residual's spatial gradient (losses.spatial_gradient_l1)
-             "kl_weight": 1e-6,
-             "disc_weight": 0.5,
-             "disc_start": 50001,          # discriminators (and the GAN term) start at this step
-             "disc_lr": 1e-4,
-             "disc_2d_channels": 64, "disc_2d_layers": 3,
-             "disc_3d_channels": [64, 128, 256]},
-    "data": {"metadata": "", "root": "",
-             "types": "both",              # image | video | both (never mixed within a batch)
-             "batch_size": 1,
-             "sample_size": 256,
-             "frames": 25,                 # 25 = 1 + 3 x 8: lone first frame + three slices
-             "stride": 1,                  # frame step within a clip; a list: each clip draws one
-             "buckets": False,
-             "random_frame_crop": False,
-             "crop": "random_square",      # random zoom crops (the reference's); "center" keeps the
-                                           # whole frame, for data whose objects are small in frame
-             "memory_cache_mb": 0},        # keep decoded videos in RAM up to this size (data.MediaDataset)
+OPTIONS = {
+    "train": {**LOOP_OPTIONS,
+              "output_dir": Opt("outputs/vae", path(), "folder for checkpoints, logs and the exported vae/"),
+              "lr": Opt(1e-4, number(0, low_open=True), "learning rate of the autoencoder (Adam)"),
+              "betas": Opt([0.5, 0.9], listof(number(0, 1, high_open=True), length=2), "Adam betas (both optimizers)"),
+              "lr_schedule": Opt("constant", choice(*LR_SCHEDULES), "learning-rate schedule (loop.lr_schedule)"),
+              "warmup_steps": Opt(0, whole(), "steps of linear lr warm-up"),
+              # the reference does not clip the VAE
+              "max_grad_norm": Opt(0.0, number(0), "adaptive gradient clipping threshold (loop.clip_gradients); 0: off"),
+              "ema": Opt(True, flag(), "keep an EMA of the weights and export it"),
+              "ema_decay": Opt(0.9999, number(0, 1, high_open=True), "EMA decay"),
+              "num_workers": Opt(0, whole(), "data-loading worker processes")},
+    "model": {"pretrained": Opt("", path(), "released vae/ folder or weights file to start from"),
+              "config": free("VAE config (reference key names) when not pretrained, or keys overriding it"),
+              "decoder_only": Opt(False, flag(), "stage 2: freeze the encoder and quant_conv"),
+              "inflate": Opt(False, flag(), "pretrained was trained on stills: start as that image autoencoder "
+                                            "applied per frame (inflate_from_stills)"),
+              "last_layer": Opt("decoder.conv_out.weight", text(), "parameter where the adaptive GAN weight looks")},
+    "loss": {"l1_weight": Opt(1.0, number(0), "weight of the L1 reconstruction term"),
+             "l2_weight": Opt(0.0, number(0), "weight of the L2 reconstruction term"),
+             "perceptual_weight": Opt(1.0, number(0), "weight of the LPIPS term (needs perceptual_weights)"),
+             "perceptual_weights": Opt("", path(), "local LPIPS/VGG16 weights file; empty: perceptual term off"),
+             "edge_weight": Opt(0.0, number(0), "L1 on the residual's spatial gradient (losses.spatial_gradient_l1)"),
+             "kl_weight": Opt(1e-6, number(0), "weight of the KL term"),
+             "disc_weight": Opt(0.5, number(0), "weight of the GAN term (before adaptive balancing)"),
+             "disc_start": Opt(50001, whole(), "step at which the discriminators and the GAN term start"),
+             "disc_lr": Opt(1e-4, number(0, low_open=True), "learning rate of the discriminators"),
+             "disc_2d_channels": Opt(64, whole(1), "channels of the per-frame PatchGAN"),
+             "disc_2d_layers": Opt(3, whole(1), "layers of the per-frame PatchGAN"),
+             "disc_3d_channels": Opt([64, 128, 256], listof(whole(1), min_length=1), "channels of the 3D clip "
+                                                                                      "discriminator")},
+    "data": {"metadata": Opt("", path(), "metadata JSON of the dataset (preprocess metadata writes it)"),
+             "root": Opt("", path(), "folder the metadata's relative paths start from"),
+             "types": Opt("both", choice("image", "video", "both"), "which samples train (never mixed in a batch)"),
+             "batch_size": Opt(1, whole(1), "samples per batch and process"),
+             "sample_size": Opt(256, whole(8, multiple=8), "training resolution (pixels)"),
+             "frames": Opt(25, whole(1), "frames per clip; 25 = 1 + 3 x 8: lone first frame + three slices"),
+             "stride": Opt(1, either(whole(1), listof(whole(1), min_length=1)),
+                           "frame step within a clip; a list: each clip draws one"),
+             "buckets": Opt(False, flag(), "aspect-ratio and frame-count buckets"),
+             "random_frame_crop": Opt(False, flag(), "sometimes train on a shorter clip"),
+             # random zoom crops are the reference's; center suits data whose objects are small in frame
+             "crop": Opt("random_square", choice("random_square", "center"), "how a training crop is cut"),
+             "memory_cache_mb": Opt(0.0, number(0), "keep decoded videos in RAM up to this many MiB")},
 }
 
 STAGE_DEFAULTS = {
@@ -73,8 +92,9 @@ STAGE_DEFAULTS = {
 }
 
 
-def command_defaults(command: str) -> dict:
-    return with_overrides(DEFAULTS, STAGE_DEFAULTS[command])
+def command_options(command: str) -> dict:
+    return with_defaults(OPTIONS, STAGE_DEFAULTS[command])
+
 
 
 class Autoencode(nn.Module):
@@ -98,7 +118,7 @@ def build_vae(model_cfg: dict):
     if model_cfg["pretrained"]:
         vae = load_vae(model_cfg["pretrained"], dtype=torch.float32)
     elif model_cfg["config"]:
-        vae = VideoVAE.from_config(dict(model_cfg["config"]))
+        vae = from_config(VideoVAE, model_cfg["config"], "model.config", "a released vae/config.json")
     else:
         raise InputError("the VAE trainer needs model.pretrained (a vae/ folder or file) or "
                          "model.config (a VAE config dict); set one of them.")
@@ -149,7 +169,7 @@ def main(command: str, argv) -> int:
     from training.discriminators import VideoDiscriminators
     from training.losses import VAELoss, adaptive_weight, generator_adversarial, hinge_discriminator
 
-    cfg, resume = parse_args(command, argv, command_defaults(command), __doc__.split("\n\n")[0])
+    cfg, resume = parse_args(command, argv, command_options(command), __doc__.split("\n\n")[0])
     tcfg, mcfg, lcfg, dcfg = cfg["train"], cfg["model"], cfg["loss"], cfg["data"]
     accelerator = make_accelerator(tcfg)
     if getattr(accelerator.state, "deepspeed_plugin", None) is not None:

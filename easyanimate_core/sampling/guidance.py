@@ -12,13 +12,9 @@ samplers only use eps, so the variance half is dropped before guidance.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from ..errors import InputError
-
-ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def uses_guidance(guidance_scale: float) -> bool:
@@ -42,31 +38,13 @@ def guide(uncond: torch.Tensor, cond: torch.Tensor, guidance_scale: float,
     return rescale_guidance(guided, cond, rescale) if rescale > 0 else guided
 
 
-def cfg_model(model: ModelFn, guidance_scale: float, rescale: float = 0.0) -> ModelFn:
-    """Wrap ``model(x, t)`` - which must evaluate the batch ``[uncond..., cond...]`` (the caller
-    binds text embeddings in that order) - into a guided ``model_fn(x, t) -> eps`` for the samplers."""
-    if not 0.0 <= rescale <= 1.0:
-        raise InputError(f"guidance rescale must be between 0 and 1, got {rescale}; 0 turns it off")
-
-    def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        uncond, cond = model(torch.cat([x, x]), torch.cat([t, t])).chunk(2)
-        return guide(uncond, cond, guidance_scale, rescale)
-
-    return guided
-
-
-def drop_learned_sigma(model: ModelFn, latent_channels: int) -> ModelFn:
-    """Wrap a model whose output may carry the learned variance (``2 * latent_channels`` channels,
-    dim 1) so that it returns eps only; outputs with exactly ``latent_channels`` pass through."""
-
-    def eps_only(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = model(x, t)
-        channels = out.shape[1]
-        if channels == 2 * latent_channels:
-            return out[:, :latent_channels]
-        if channels != latent_channels:
-            raise InputError(f"the model returned {channels} channels; expected {latent_channels} "
-                             f"(eps) or {2 * latent_channels} (eps + learned sigma) - check the model config")
-        return out
-
-    return eps_only
+def eps_only(out: torch.Tensor, latent_channels: int) -> torch.Tensor:
+    """The eps part of a model output that may carry the learned variance (``2 * latent_channels``
+    channels, dim 1); outputs with exactly ``latent_channels`` pass through."""
+    channels = out.shape[1]
+    if channels == 2 * latent_channels:
+        return out[:, :latent_channels]
+    if channels != latent_channels:
+        raise InputError(f"the model returned {channels} channels; expected {latent_channels} "
+                         f"(eps) or {2 * latent_channels} (eps + learned sigma) - check the model config")
+    return out

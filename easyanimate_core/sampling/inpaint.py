@@ -9,12 +9,15 @@ decides how much of the input survives) but its pixels give the initial latents.
 The VAE turns a source into :class:`InpaintCondition` (all latents scaled by the VAE's
 ``scaling_factor``, i.e. in the DiT's space):
 
-- 12-channel (v3 InP) models read ``mask_latents`` = VAE(mask tiled to 3 channels, values 0/1)
-  and ``masked_latents`` = VAE(pixels with the generated region set to -1), concatenated after
-  the noisy latents;
-- 4-channel models are steered by blending: after every step the kept region is replaced by the
-  input's latents noised to the current level (``video_latents`` and ``latent_mask``, the pixel
-  mask resized trilinearly to the latent grid).
+- 12-channel (v3 InP) models read ``encoded_mask`` = VAE(mask tiled to 3 channels, values 0/1)
+  and ``encoded_kept_frames`` = VAE(pixels with the generated region set to -1), concatenated
+  after the noisy latents - the input they were trained on;
+- 4-channel models are steered by blending: after every step the latents that decode to kept
+  frames (``generate_mask`` 0) are replaced by ``video_latents`` noised to the current level.
+  Each kept image is held as a *still*: the VAE unit that holds a kept latent is encoded with
+  every frame showing that side's nearest kept image, so the held latent decodes to that image
+  (a unit mixing start, end and blank frames would decode to their blend: the end frame of a
+  16-frame clip came back as the start image).
 
 Encoding runs unit by unit in the VAE's own temporal units (a lone first frame for odd lengths,
 then ``mini_batch_encoder``-frame slices, which the slice VAE encodes independently), so pixels
@@ -42,16 +45,16 @@ Source = Callable[[int, int], tuple]
 class InpaintCondition:
     """What the DiT (12-channel) or the blending loop (4-channel) needs; all in DiT space."""
 
-    mask_latents: torch.Tensor | None = None    # (B, 4, L, h, w), 12-channel models
-    masked_latents: torch.Tensor | None = None  # (B, 4, L, h, w), 12-channel models
-    video_latents: torch.Tensor | None = None   # (B, 4, L, h, w), 4-channel blend / v2v init
-    latent_mask: torch.Tensor | None = None     # (B, 1, L, h, w), 1 = generate
+    encoded_mask: torch.Tensor | None = None         # (B, 4, L, h, w) VAE(0/1 pixel mask), 12-channel
+    encoded_kept_frames: torch.Tensor | None = None  # (B, 4, L, h, w) VAE(kept pixels, rest -1), 12-channel
+    video_latents: torch.Tensor | None = None        # (B, 4, L, h, w) held latents (4-channel) / v2v input
+    generate_mask: torch.Tensor | None = None        # (B, 1, L, h, w) latent grid, 1 = sampled, 0 = held
 
     def inpaint_latents(self) -> torch.Tensor | None:
-        """The 8 extra DiT input channels ``[mask, masked video]`` (12-channel models)."""
-        if self.mask_latents is None:
+        """The 8 extra DiT input channels ``[encoded mask, encoded kept frames]`` (12-channel)."""
+        if self.encoded_mask is None:
             return None
-        return torch.cat([self.mask_latents, self.masked_latents], dim=1)
+        return torch.cat([self.encoded_mask, self.encoded_kept_frames], dim=1)
 
 
 def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
@@ -74,13 +77,9 @@ def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
     return image[:, :, top:top + height, left:left + width]
 
 
-def image_to_video_source(num_frames: int, width: int, height: int,
-                          start: torch.Tensor | None = None,
-                          end: torch.Tensor | None = None) -> Source:
-    """Keep ``start`` (k images, (k, 3, H, W) in [0, 1]) as the first k frames and ``end`` as the
-    last frames; everything else is generated. With neither, every frame is generated (the
-    12-channel model's text-to-video input). Unknown frames show the first start image, as in the
-    reference (they are masked out either way)."""
+def kept_images(num_frames: int, width: int, height: int, start: torch.Tensor | None,
+                end: torch.Tensor | None) -> tuple:
+    """(start, end) images fitted to the size, in [-1, 1], (k, 3, H, W) or None; checks they fit."""
     start = None if start is None else fit_image(start, width, height) * 2 - 1
     end = None if end is None else fit_image(end, width, height) * 2 - 1
     n_start = 0 if start is None else start.shape[0]
@@ -88,7 +87,19 @@ def image_to_video_source(num_frames: int, width: int, height: int,
     if n_start + n_end > num_frames:
         raise InputError(f"{n_start} start and {n_end} end images do not fit into {num_frames} frames; "
                          f"ask for more frames or pass fewer images")
-    fill = start[:1] if start is not None else torch.full((1, 3, height, width), -1.0)
+    return start, end
+
+
+def image_to_video_source(num_frames: int, width: int, height: int,
+                          start: torch.Tensor | None = None,
+                          end: torch.Tensor | None = None) -> Source:
+    """Keep ``start`` (k images, (k, 3, H, W) in [0, 1]) as the first k frames and ``end`` as the
+    last frames; everything else is generated and shows -1 (what the 12-channel model's masked
+    input holds there). With neither, every frame is generated (its text-to-video input)."""
+    start, end = kept_images(num_frames, width, height, start, end)
+    n_start = 0 if start is None else start.shape[0]
+    n_end = 0 if end is None else end.shape[0]
+    blank = torch.full((1, 3, height, width), -1.0)
 
     def source(a: int, b: int):
         frames, mask = [], []
@@ -99,7 +110,7 @@ def image_to_video_source(num_frames: int, width: int, height: int,
                 j = i - (num_frames - n_end)
                 frames.append(end[j:j + 1]), mask.append(0.0)
             else:
-                frames.append(fill), mask.append(1.0)
+                frames.append(blank), mask.append(1.0)
         pixels = torch.cat(frames).transpose(0, 1)[None]
         mask = torch.tensor(mask).view(1, 1, -1, 1, 1).expand(1, 1, b - a, height, width)
         return pixels, mask
@@ -143,14 +154,12 @@ def encode_units(vae, num_frames: int) -> list:
 
 @torch.no_grad()
 def encode_source(vae, source: Source, num_frames: int, scaling_factor: float,
-                  want_mask: bool, want_video: bool, progress: ProgressFn | None = None,
-                  latent_size: tuple | None = None) -> InpaintCondition:
+                  want_mask: bool, want_video: bool, progress: ProgressFn | None = None) -> InpaintCondition:
     """Encode ``source`` into an :class:`InpaintCondition` (see the module docstring).
 
-    ``want_mask``: build mask / masked-video latents (12-channel models). ``want_video``: build
-    the input's own latents and the latent-grid mask (4-channel blending, v2v initial latents).
-    """
-    parts = {"mask": [], "masked": [], "video": [], "pixmask": []}
+    ``want_mask``: build the encoded mask / kept frames (12-channel models). ``want_video``: the
+    source's own latents (video-to-video's initial latents)."""
+    parts = {"encoded_mask": [], "encoded_kept_frames": [], "video_latents": []}
     previous = None  # (pixels, mask, latents) of the last unit, for reuse
     units = encode_units(vae, num_frames)
     for done, (a, b) in enumerate(units, 1):
@@ -161,30 +170,75 @@ def encode_source(vae, source: Source, num_frames: int, scaling_factor: float,
             latents = previous[2]
         else:
             latents = {}
-            encode = lambda x: vae.encode(x).mode().float() * scaling_factor
             if want_mask:
-                latents["mask"] = encode(mask.expand(-1, 3, -1, -1, -1))
-                latents["masked"] = encode(torch.where(mask > 0.5, torch.full_like(pixels, -1.0), pixels))
+                latents["encoded_mask"] = _encode(vae, mask.expand(-1, 3, -1, -1, -1), scaling_factor)
+                latents["encoded_kept_frames"] = _encode(
+                    vae, torch.where(mask > 0.5, torch.full_like(pixels, -1.0), pixels), scaling_factor)
             if want_video:
-                latents["video"] = encode(pixels)
+                latents["video_latents"] = _encode(vae, pixels, scaling_factor)
         for key, value in latents.items():
             parts[key].append(value)
-        if want_video:
-            # masks are per frame (start / end frames), so one value per frame is the whole mask
-            parts["pixmask"].append(mask.float().mean(dim=(3, 4), keepdim=True))
         previous = (pixels, mask, latents)
         if progress is not None:
             progress(done, len(units))
-    join = lambda key: torch.cat(parts[key], dim=2) if parts[key] else None
-    condition = InpaintCondition(join("mask"), join("masked"), join("video"))
-    if want_video:
-        condition.latent_mask = latent_grid_mask(join("pixmask"), condition.video_latents.shape)
-    return condition
+    return InpaintCondition(**{key: torch.cat(value, dim=2) if value else None for key, value in parts.items()})
 
 
-def latent_grid_mask(pixel_mask: torch.Tensor, latent_shape) -> torch.Tensor:
-    """Pixel mask (B, 1, F, H', W') -> (B, 1, L, h, w) on the latent grid, resized trilinearly
-    with aligned corners over time (as the reference), then broadcast over space."""
-    _, _, length, h, w = latent_shape
-    mask = F.interpolate(pixel_mask.float(), size=(length, 1, 1), mode="trilinear", align_corners=True)
-    return mask.expand(-1, -1, -1, h, w).contiguous()
+def _encode(vae, pixels: torch.Tensor, scaling_factor: float) -> torch.Tensor:
+    return vae.encode(pixels).mode().float() * scaling_factor
+
+
+def latent_frame_spans(vae, num_frames: int) -> list:
+    """The video frames each latent frame decodes to, as (start, stop) ranges: an encode unit of
+    n frames and m latents gives each of its latents n / m consecutive frames (slice VAE: the lone
+    first frame -> 1 latent, each 8-frame slice -> 2 latents of 4 frames)."""
+    spans = []
+    for window in vae.encode_plan(num_frames):
+        n, m = window.stop - window.start, window.out_stop - window.out_start
+        spans += [(window.start + k * n // m, window.start + (k + 1) * n // m) for k in range(m)]
+    return spans
+
+
+@torch.no_grad()
+def held_image_latents(vae, num_frames: int, width: int, height: int, start: torch.Tensor | None = None,
+                       end: torch.Tensor | None = None,
+                       progress: ProgressFn | None = None) -> InpaintCondition:
+    """The 4-channel model's image-to-video condition: ``video_latents`` holding the start image(s)
+    on the latents that decode to the first frames and the end image(s) on those that decode to
+    the last frames, and ``generate_mask`` 0 there (1 elsewhere, where ``video_latents`` are 0).
+
+    Each side's latents come from encoding, unit by unit, a still of that side: frame i shows
+    start image min(i, k - 1) (end image max(0, i - first end frame)), so a held latent decodes to
+    its image and not to a blend with the other side. A latent covering kept frames of both sides
+    (clips of one or two latents) holds the start. Only the units holding kept latents are encoded."""
+    start, end = kept_images(num_frames, width, height, start, end)
+    n_start = 0 if start is None else start.shape[0]
+    n_end = 0 if end is None else end.shape[0]
+    spans = latent_frame_spans(vae, num_frames)
+    first_end = num_frames - n_end
+    start_held = [j for j, (a, _) in enumerate(spans) if a < n_start]
+    end_held = [j for j, (_, b) in enumerate(spans) if b > first_end and j not in start_held]
+
+    def start_still(i):
+        return start[min(i, n_start - 1)]
+
+    def end_still(i):
+        return end[max(0, i - first_end)]
+
+    scale = vae.scaling_factor
+    h, w = height // vae.spatial_factor, width // vae.spatial_factor
+    held = torch.zeros(1, vae.latent_channels, len(spans), h, w)
+    generate = torch.ones(1, 1, len(spans), h, w)
+    jobs = [(latents, still) for latents, still in ((start_held, start_still), (end_held, end_still)) if latents]
+    units = [(window, latents, still) for latents, still in jobs for window in vae.encode_plan(num_frames)
+             if any(window.out_start <= j < window.out_stop for j in latents)]
+    for done, (window, latents, still) in enumerate(units, 1):
+        pixels = torch.stack([still(i) for i in range(window.start, window.stop)], dim=1)[None]
+        encoded = _encode(vae, pixels, scale)
+        for j in latents:
+            if window.out_start <= j < window.out_stop:
+                held[:, :, j] = encoded[:, :, j - window.out_start]
+                generate[:, :, j] = 0.0
+        if progress is not None:
+            progress(done, len(units))
+    return InpaintCondition(video_latents=held, generate_mask=generate)

@@ -21,7 +21,8 @@ import torch
 
 from ..errors import InputError
 from ..progress import ProgressFn
-from . import frames as frame_rules
+from . import shape_rules
+from .options import SamplingOptions
 from .pipeline import Components, encode_prompts, generate_encoded
 
 log = logging.getLogger("easyanimate_core")
@@ -33,17 +34,17 @@ def plan_chunks(frames: int, chunk_frames: int, overlap_frames: int, vae) -> lis
     The final chunk is shortened to what is left (floored to a valid count), as the reference
     does; when that cannot add a frame beyond the overlap the clip ends one chunk earlier and the
     shorter total is logged."""
-    chunk = frame_rules.adjust_frames(chunk_frames, vae)
+    chunk = shape_rules.adjust_frames(chunk_frames, vae)
     if not 0 <= 2 * overlap_frames <= chunk:
         raise InputError(f"the overlap ({overlap_frames} frames) must be at most half a chunk ({chunk} "
                          f"frames); lower the overlap or raise the chunk length")
-    chunks = [(0, chunk if frames >= chunk else frame_rules.adjust_frames(frames, vae))]
+    chunks = [(0, chunk if frames >= chunk else shape_rules.adjust_frames(frames, vae))]
     end = chunks[0][1]
     while end < frames:
         start = end - overlap_frames
         want = min(chunk, frames - start)
         length = want
-        while length > overlap_frames and not frame_rules.valid_frames(length, vae):
+        while length > overlap_frames and not shape_rules.valid_frames(length, vae):
             length -= 1
         if length <= overlap_frames:
             break
@@ -55,27 +56,28 @@ def plan_chunks(frames: int, chunk_frames: int, overlap_frames: int, vae) -> lis
     return chunks
 
 
-def iter_long_video(components: Components, prompt, negative_prompt="", *, frames: int,
-                    chunk_frames: int = 72, overlap_frames: int = 4, seed: int = 43,
+def iter_long_video(components: Components, prompt, negative_prompt="", options: SamplingOptions | None = None,
+                    *, frames: int, chunk_frames: int = 72, overlap_frames: int = 4,
                     start_image: torch.Tensor | None = None, progress: ProgressFn | None = None,
-                    **options) -> Iterator[torch.Tensor]:
+                    **video) -> Iterator[torch.Tensor]:
     """Yield the clip as consecutive finished pieces (1, 3, n, H, W) in [0, 1].
 
-    ``start_image`` conditions the first chunk; ``options`` are those of
-    ``pipeline.generate_encoded`` (size, steps, cfg, sampler, ...). One generator, seeded once,
-    feeds all chunks, so a seed gives one clip."""
-    if "video" in options or "end_image" in options:
+    ``start_image`` conditions the first chunk; ``video`` holds the other keywords of
+    ``pipeline.generate_encoded`` (width, height, seam). One generator, seeded once with
+    ``options.seed``, feeds all chunks, so a seed gives one clip."""
+    options = options or SamplingOptions()
+    if "video" in video or "end_image" in video:
         raise InputError("long-video mode conditions each chunk on the previous one; it takes a start "
                          "image but no end image or input video")
     cond, uncond = encode_prompts(components, prompt, negative_prompt)
-    generator = torch.Generator("cpu").manual_seed(int(seed))
+    generator = torch.Generator("cpu").manual_seed(options.seed)
     chunks = plan_chunks(frames, chunk_frames, overlap_frames, components.vae)
     tail = None  # the previous chunk's last `overlap_frames` frames, not yet final
     images = start_image
     for index, (_, length) in enumerate(chunks):
         log.info("long video: chunk %d of %d (%d frames)", index + 1, len(chunks), length)
-        piece = generate_encoded(components, cond, uncond, frames=length, generator=generator,
-                                 start_image=images, progress=progress, **options)
+        piece = generate_encoded(components, cond, uncond, options, frames=length, generator=generator,
+                                 start_image=images, progress=progress, **video)
         last = index == len(chunks) - 1
         next_tail = None if last or not overlap_frames else piece[:, :, length - overlap_frames:]
         if tail is not None:
@@ -87,6 +89,7 @@ def iter_long_video(components: Components, prompt, negative_prompt="", *, frame
         images = None if tail is None else tail[0].transpose(0, 1)  # (k, 3, H, W): next chunk's start
 
 
-def generate_long(components: Components, prompt, negative_prompt="", **options) -> torch.Tensor:
+def generate_long(components: Components, prompt, negative_prompt="", options: SamplingOptions | None = None,
+                  **video) -> torch.Tensor:
     """The whole clip of :func:`iter_long_video` as one (1, 3, F, H, W) tensor in [0, 1]."""
-    return torch.cat(list(iter_long_video(components, prompt, negative_prompt, **options)), dim=2)
+    return torch.cat(list(iter_long_video(components, prompt, negative_prompt, options, **video)), dim=2)

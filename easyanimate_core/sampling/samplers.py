@@ -28,7 +28,7 @@ import torch
 from ..errors import InputError
 from .schedule import NoiseSchedule, SamplingPlan, alpha_sigma, make_plan
 
-ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+ModelFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
 def vp_levels(sigmas: torch.Tensor) -> tuple[list, list, list]:
@@ -181,8 +181,9 @@ def run_plan(model_fn: ModelFn, x: torch.Tensor, plan: SamplingPlan,
     """Run ``plan`` from state ``x`` (at level ``plan.sigmas[plan.start]``, in the sampler's scale);
     returns the clean latents.
 
-    ``model_fn(x_in, t)`` gets the model's (variance-preserving) input and the (B,) timesteps and
-    returns eps; it is called exactly once per step, in order, so a wrapper may count steps.
+    ``model_fn(x_in, t, i)`` gets the model's (variance-preserving) input, the (B,) timesteps and
+    the step index ``i`` (0-based, of the steps run; what step-dependent conditioning keys on)
+    and returns eps; it is called exactly once per step, in order.
     ``callback(i, x, denoised)`` runs after step ``i`` (0-based, of the steps run): ``x`` is the new
     state at level ``plan.start + i + 1`` and ``denoised`` the x0 estimate of the step; returning a
     tensor replaces the state (latent blending, e.g. with ``plan.noised(x0, noise, plan.start + i + 1)``).
@@ -194,7 +195,7 @@ def run_plan(model_fn: ModelFn, x: torch.Tensor, plan: SamplingPlan,
     def model(x, i):
         if plan.variance_exploding:  # the model was trained on the variance-preserving input
             x = x / ((sigmas[i] ** 2 + 1) ** 0.5)
-        return model_fn(x, timesteps[i].expand(batch)).to(torch.float32)
+        return model_fn(x, timesteps[i].expand(batch), i).to(torch.float32)
 
     def step_done(i, x, denoised):
         if callback is not None:
@@ -212,7 +213,7 @@ def sample(model_fn: ModelFn, noise: torch.Tensor, sampler: str = "dpmpp_2m", st
            generator: torch.Generator | None = None, karras: bool = False, denoise: float = 1.0,
            init_latents: torch.Tensor | None = None, schedule: NoiseSchedule | None = None,
            progress=None, callback=None) -> torch.Tensor:
-    """Sample latents from unit Gaussian ``noise`` with the model ``model_fn(x, t) -> eps``.
+    """Sample latents from unit Gaussian ``noise`` with the model ``model_fn(x, t, step) -> eps``.
 
     ``denoise`` < 1 (video-to-video) starts from ``init_latents`` noised with ``noise`` to the first
     retained step, as the reference's img2img path does. ``generator`` feeds the per-step noise of

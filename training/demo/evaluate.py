@@ -59,14 +59,15 @@ def load_components(model: Path, lora_strength: float = 0.0, lora: Path | None =
 def generate_clips(components, prompts: list[str], seed: int, steps: int, cfg: float, sampler: str,
                    frames: int = 16, size: int = 32, seam: str = "none", batch: int = 27) -> np.ndarray:
     """(N, F, H, W, 3) uint8 clips, generated ``batch`` prompts at a time."""
+    from easyanimate_core.sampling.options import SamplingOptions
     from easyanimate_core.sampling.pipeline import generate
 
     out = []
     for start in range(0, len(prompts), batch):
         chunk = prompts[start:start + batch]
         with torch.no_grad():
-            video = generate(components, chunk, "", width=size, height=size, frames=frames, steps=steps,
-                             cfg=cfg, sampler=sampler, seed=seed + start, seam=seam)
+            options = SamplingOptions(steps=steps, cfg=cfg, sampler=sampler, seed=seed + start)
+            video = generate(components, chunk, "", options, width=size, height=size, frames=frames, seam=seam)
         out.append((video.permute(0, 2, 3, 4, 1).clamp(0, 1) * 255).round().to(torch.uint8).numpy())
     return np.concatenate(out)
 
@@ -211,7 +212,6 @@ def evaluate_model(model, output=None, steps: int = 20, cfg: float = 5.0, sample
 
 def main(command: str, argv) -> int:
     from easyanimate_core.models.vae import SEAM_OPTIONS
-    from training.generate import model_settings
 
     parser = argparse.ArgumentParser(prog=f"run.py {command}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(Path(__file__).resolve().parents[2] / "models" / "vdit_default"),
@@ -226,11 +226,20 @@ def main(command: str, argv) -> int:
     parser.add_argument("--output", default=None, help="results JSON (the table goes next to it as .md)")
     parser.add_argument("--videos", type=int, default=0, help="also write this many generated clips")
     args = parser.parse_args(list(argv))
-    made_for = model_settings(Path(args.model))
     torch.set_num_threads(1)  # the machine is shared; more threads only spin
-    evaluate_model(args.model, args.output, args.steps or made_for.get("steps", 20),
-                   args.cfg if args.cfg is not None else made_for.get("cfg", 5.0),
-                   args.sampler or made_for.get("sampler", "dpmpp_2m"), args.seeds, args.lora_strength,
-                   frames=made_for.get("frames", 16), size=made_for.get("width", 32),
-                   seam=args.seam or made_for.get("seam", "none"), videos=args.videos)
+    evaluate_model(args.model, args.output, seeds=args.seeds, lora_strength=args.lora_strength, videos=args.videos,
+                   **settings_for(Path(args.model), args.steps, args.cfg, args.sampler, args.seam))
     return 0
+
+
+def settings_for(model: Path, steps: int | None = None, cfg: float | None = None, sampler: str | None = None,
+                 seam: str | None = None) -> dict:
+    """Sampling settings for :func:`evaluate_model`: those given, else the model's generate.yaml."""
+    from training.generate import model_settings
+
+    made_for = model_settings(model)
+    return {"steps": steps or made_for.get("steps", 20),
+            "cfg": cfg if cfg is not None else made_for.get("cfg", 5.0),
+            "sampler": sampler or made_for.get("sampler", "dpmpp_2m"),
+            "frames": made_for.get("frames", 16), "size": made_for.get("width", 32),
+            "seam": seam or made_for.get("seam", "none")}

@@ -35,6 +35,15 @@ def _check_folder(folder, what: str, flag: str) -> Path:
     return folder
 
 
+def describe_mode(mode: str, caption_model=None, asked=None) -> str:
+    """One line saying where captions come from and why, for the log and the summary."""
+    if mode == "model":
+        return f"model: each clip is captioned by {caption_model} (--caption-model)"
+    why = "--captions sidecar" if asked == "sidecar" else "no --caption-model given"
+    return (f"sidecar ({why}): a clip's caption is CLIP.txt next to it, else SOURCE.txt next to its source video, "
+            f"else its text in --captions-from; clips without one are dropped as no_caption")
+
+
 class VisionCaptioner:
     def __init__(self, model_dir, prompt: str = FRAME_PROMPT, max_new_tokens: int = 128,
                  device: str = "cpu", dtype=None):

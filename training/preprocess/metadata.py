@@ -96,9 +96,14 @@ def load_metadata(path, root=None) -> list[dict]:
     return records
 
 
+SCORES = {"text": "text_score", "motion": "motion_score", "aesthetic": "aesthetic_score"}
+
+
 def stage_summary(name: str, path) -> dict:
-    """Counts for one stage file: items in, kept, dropped by reason, errors."""
+    """Counts for one stage file: items in, kept, dropped by reason (with the range of the
+    stage's score over them, ``range:REASON``), errors, damaged sources."""
     counts = Counter()
+    ranges = {}
     if name == "split":
         counts["clips"] = 0
     for record in read_jsonl(path):
@@ -107,21 +112,53 @@ def stage_summary(name: str, path) -> dict:
             counts["error"] += 1
         elif "drop" in record:
             counts["drop:" + record["drop"]] += 1
+            score = record.get(SCORES.get(name, ""))
+            if score is not None:
+                low, high = ranges.get(record["drop"], (score, score))
+                ranges[record["drop"]] = (min(low, score), max(high, score))
         elif "clips" in record:  # split: one source in, its clips out
             counts["clips"] += len(record["clips"])
-            counts["drop:short_scene"] += len(record.get("dropped_scenes", []))
+            counts["damaged"] += "damaged" in record
+            for *_, reason in record.get("dropped_scenes", []):
+                counts["drop:short_scene" if reason == "short" else "drop:" + reason] += 1
         else:
             counts["kept"] += 1
             if name == "aesthetic" and "aesthetic_score" not in record:
                 counts["unscored"] += 1  # passed through: no weights were given
-    return {"stage": name, **counts}
+    return {"stage": name, **counts, **{f"range:{reason}": span for reason, span in ranges.items()}}
+
+
+def _dropped(row: dict) -> list[str]:
+    """'reason=count (score lo-hi)' for each reason a stage dropped items."""
+    parts = []
+    for key, count in sorted(row.items()):
+        if key.startswith("drop:") and count:
+            reason = key[5:]
+            span = row.get(f"range:{reason}")
+            score = f" ({SCORES[row['stage']]} {span[0]:.3g}-{span[1]:.3g})" if span else ""
+            parts.append(f"{reason}={count}{score}")
+    return parts
+
+
+def why_nothing_kept(rows: list[dict]) -> str:
+    """One clause per stage that lost items, e.g. 'motion dropped motion_low=5 (motion_score 0.01-0.9)'."""
+    clauses = []
+    for row in rows:
+        lost = _dropped(row) + ([f"unreadable={row['error']}"] if row.get("error") else [])
+        if row["stage"] == "split":
+            lost = [f"{row.get('clips', 0)} clips cut from {row.get('in', 0)} sources", *lost]
+        if lost:
+            clauses.append(f"{row['stage']} " + ", ".join(lost))
+    return "; ".join(clauses) or "no input item reached the last stage"
 
 
 def summary_table(rows: list[dict]) -> str:
     lines = [f"{'stage':<10} {'in':>6} {'kept':>6} {'errors':>6}  dropped (why)"]
     for row in rows:
         kept = row.get("clips", row.get("kept", 0))
-        why = ", ".join(f"{k[5:]}={v}" for k, v in sorted(row.items()) if k.startswith("drop:")) or "-"
+        why = ", ".join(_dropped(row)) or "-"
+        if row.get("damaged"):
+            why += f" ({row['damaged']} source(s) DAMAGED: only partly decodable)"
         if row.get("unscored"):
             why += f" ({row['unscored']} passed UNSCORED)"
         label = row["stage"] + ("*" if "clips" in row else "")

@@ -1,7 +1,9 @@
-"""Frame-count and size rules of the video pipeline, and aspect buckets for image-to-video.
+"""Which video shapes the pipeline makes: frame-count and size rules, latent shapes, and aspect
+buckets for image-to-video.
 
-The DiT patchifies 2x2 latent pixels and the VAE downsamples 8x, so pixel sizes must be
-multiples of 16. Frame counts must survive a VAE round trip: the slice VAE (v3) encodes an
+The DiT patchifies 2x2 latent pixels and the VAE downsamples by its spatial factor (8x for the
+releases, 4x for the shipped demo model), so pixel sizes must be multiples of twice that factor
+(16, or 8). Frame counts must survive a VAE round trip: the slice VAE (v3) encodes an
 optional lone first frame plus 8-frame slices, so only 1, 8k and 8k+1 frames decode back to the
 same count; the frame rule is read from the VAE itself (``latent_frames`` / ``decoded_frames``),
 so other VAEs bring their own rule. Inputs that break a rule are floored to the nearest valid
@@ -17,7 +19,7 @@ from . import buckets
 
 log = logging.getLogger("easyanimate_core")
 
-SIZE_MULTIPLE = 16
+DIT_PATCH = 2  # every released EasyAnimate v1-v3 DiT patchifies 2x2 latent pixels
 
 
 def valid_frames(frames: int, vae) -> bool:
@@ -46,8 +48,15 @@ def adjust_frames(frames: int, vae) -> int:
     return valid
 
 
-def adjust_size(width: int, height: int, multiple: int = SIZE_MULTIPLE) -> tuple:
-    """(width, height) floored to multiples of ``multiple``; logs the change when there is one."""
+def size_multiple(vae) -> int:
+    """Pixel sizes must be multiples of this: the VAE's downsampling times the DiT's patch."""
+    return vae.spatial_factor * DIT_PATCH
+
+
+def adjust_size(width: int, height: int, vae) -> tuple:
+    """(width, height) floored to multiples of :func:`size_multiple`; logs the change when there
+    is one."""
+    multiple, factor = size_multiple(vae), vae.spatial_factor
     width, height = int(width), int(height)
     if width < multiple or height < multiple:
         raise InputError(f"the video size must be at least {multiple}x{multiple} pixels, got "
@@ -55,8 +64,8 @@ def adjust_size(width: int, height: int, multiple: int = SIZE_MULTIPLE) -> tuple
     new_w, new_h = width // multiple * multiple, height // multiple * multiple
     if (new_w, new_h) != (width, height):
         log.warning("video size adjusted from %dx%d to %dx%d: width and height must be multiples of "
-                    "%d (VAE 8x downsampling times the DiT's 2x2 patches)",
-                    width, height, new_w, new_h, multiple)
+                    "%d (this VAE's %dx downsampling times the DiT's %dx%d patches)",
+                    width, height, new_w, new_h, multiple, factor, DIT_PATCH, DIT_PATCH)
     return new_w, new_h
 
 
