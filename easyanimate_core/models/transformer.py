@@ -458,6 +458,7 @@ def load_transformer(path, motion_module=None, config=None, dtype: torch.dtype |
     subfolder = "transformer" if path.is_dir() and (path / "transformer").is_dir() else None
     source = str(path / subfolder) if subfolder else str(path)
     state = ck.load_state_dict(path, subfolder)
+    ck.check_finite(state, source)
     if ck.convert.is_pixart_original(list(state)):
         state = ck.convert_pixart_original(state, source)
     state, dropped = ck.drop_training_keys(state)
@@ -486,7 +487,11 @@ def load_transformer(path, motion_module=None, config=None, dtype: torch.dtype |
 
     with torch.device("meta"):
         model = VideoTransformer(resolved)
-    report = _fit_state_dict(model, state, source)
+    # Without any config the motion-module layout is a preset's guess: a misfit means a config is
+    # needed, not that the file is damaged.
+    guessed = None if file_config is not None or _declares_motion(overrides) or motion is not None \
+        else _resolved_version(resolved)
+    report = _fit_state_dict(model, state, source, guessed)
     report["dropped"] = dropped
     model.load_report = report
     if report["initialised"]:
@@ -504,11 +509,30 @@ def _declares_motion(*configs) -> bool:
     return any(c and any(k.startswith("motion_module_kwargs") for k in c) for c in configs)
 
 
-def _fit_state_dict(model: VideoTransformer, state: dict, source: str) -> dict:
+def _resolved_version(config: dict) -> str:
+    """The version whose preset a config was completed from (for messages)."""
+    from ..checkpoints.presets import motion_version
+
+    return "v3" if config.get("in_channels") == 12 else motion_version(config)
+
+
+def _needs_config(source: str, preset: str, example: str) -> CheckpointError:
+    return CheckpointError(
+        f"{source} comes without a motion-module config and its motion modules do not fit the {preset} preset "
+        f"(e.g. {example}); "
+        f"heads and attention types are not stored in weights, so give its config: keep the file in its "
+        f"transformer/ folder next to config.json, or pass config= the preset it was trained as (v1/v2/v3) or a "
+        f"dict of its config keys (node: config_preset).")
+
+
+def _fit_state_dict(model: VideoTransformer, state: dict, source: str, guessed: str | None) -> dict:
     """Load ``state`` into a model built on ``meta`` (no double allocation); build the new parts
-    the file lacks. Returns the report {"initialised": [...]}."""
+    the file lacks. ``guessed``: the preset the config was taken from when no config came with
+    the file (misfits are then reported as a missing config). Returns {"initialised": [...]}."""
     expected = model.state_dict()
     unexpected = [k for k in state if k not in expected]
+    if unexpected and guessed and any(".attn_temporal." in k for k in unexpected):
+        raise _needs_config(source, guessed, f"{unexpected[0]} is not in the preset's layout")
     if unexpected:
         raise CheckpointError(f"{source} has {len(unexpected)} keys this model does not have (e.g. "
                               f"{', '.join(unexpected[:3])}); check the config preset (v1/v2/v3) matches the file.")
@@ -522,22 +546,25 @@ def _fit_state_dict(model: VideoTransformer, state: dict, source: str) -> dict:
         raise CheckpointError(f"{source} is missing {len(fatal)} required keys (e.g. {', '.join(fatal[:3])}); "
                               f"it is not a complete PixArt / EasyAnimate transformer.")
     model.load_state_dict(state, strict=False, assign=True)
-    fresh = _fresh_parts(model, missing)
+    fresh = _fresh_parts(model, missing, source, guessed)
     for name in fresh:
         _rebuild_part(model, name)
     return {"initialised": fresh}
 
 
-def _fresh_parts(model: VideoTransformer, missing: list) -> list:
+def _fresh_parts(model: VideoTransformer, missing: list, source: str, guessed: str | None) -> list:
     """The module names to build anew: whole motion modules / skip list / CLIP projection.
-    A part present only partly in the file is corrupt."""
+    A part present only partly in the file is corrupt, or, for a motion module whose layout only
+    a preset gave, a sign that the file needs its config."""
     parts = sorted({k.split(".attn_temporal.")[0] + ".attn_temporal" if ".attn_temporal." in k else k.split(".")[0]
                     for k in missing})
     for part in parts:
         keys = [k for k in model.state_dict() if k.startswith(part + ".")]
         if any(k not in missing for k in keys):
             absent = [k for k in keys if k in missing]
-            raise CheckpointError(f"the file has only part of {part} (missing e.g. {absent[0]}); "
+            if guessed and part.endswith(".attn_temporal"):
+                raise _needs_config(source, guessed, f"{absent[0]} is missing")
+            raise CheckpointError(f"{source} has only part of {part} (missing e.g. {absent[0]}); "
                                   f"it is truncated or mixes two models.")
     return parts
 
