@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..easyanimate_core.checkpoints import detect
 from ..easyanimate_core.errors import CheckpointError, InputError
 from ..easyanimate_core.models.handle import ModelHandle
 from ..easyanimate_core.models.lora import load_lora
@@ -33,8 +34,8 @@ def _weight_dtypes(choice: str, device: torch.device):
     return table[check_choice("weight_dtype", choice, WEIGHT_DTYPES)]
 
 
-def _lora_files() -> list[str]:
-    return sorted({name for key in LORA_FOLDERS for name in host.model_files(key)})
+def _lora_files(loadable: str = detect.LORA) -> list[str]:
+    return sorted({name for key in LORA_FOLDERS for name in host.model_files(key, loadable)})
 
 
 def _lora_path(name: str) -> str:
@@ -61,7 +62,7 @@ class VDiT_LoadDiT:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "dit_name": (host.model_files(), {"tooltip": "A transformer/ folder of a release, or a weights file "
+            "dit_name": (host.model_files(loadable=detect.DIT), {"tooltip": "A transformer/ folder of a release, or a weights file "
                                                          "(EasyAnimate transformer or PixArt-alpha base)."}),
             "weight_dtype": (WEIGHT_DTYPES, {"default": "default", "tooltip": (
                 "Precision the weights are kept in. default: bf16 (fp16 without bf16 support) on GPU, fp32 on CPU. "
@@ -93,7 +94,7 @@ class VDiT_LoadMotionModule:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "motion_name": (host.model_files(), {"tooltip": "Motion-module weights in models/easyanimate."}),
+            "motion_name": (host.model_files(loadable=detect.MOTION_MODULE), {"tooltip": "Motion-module weights in models/easyanimate."}),
             "config_preset": (MOTION_PRESETS, {"default": "auto", "tooltip": (
                 "Heads and attention types are not stored in weights. A config stored with the file (safetensors "
                 "metadata, as the pack's dit-motion and split-motion-module write it, or config.json in the "
@@ -121,7 +122,7 @@ class VDiT_LoadMotionLoRA:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "lora_name": (_lora_files(), {"tooltip": "MotionLoRA weights in models/easyanimate or models/loras."}),
+            "lora_name": (_lora_files(detect.MOTION_LORA), {"tooltip": "MotionLoRA weights in models/easyanimate or models/loras."}),
             "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.05,
                                    "tooltip": "Multiplier of the LoRA update; 0 disables it."}),
         }, "optional": {
@@ -208,7 +209,7 @@ class VDiT_LoadDomainAdapter:
     def INPUT_TYPES(cls):
         return {"required": {
             "model": ("VDIT_MODEL", {"tooltip": "The DiT; it is not changed, a patched copy is returned."}),
-            "adapter_name": (_lora_files(), {"tooltip": "Domain-adapter weights in models/easyanimate or models/loras."}),
+            "adapter_name": (_lora_files(detect.DOMAIN_ADAPTER), {"tooltip": "Domain-adapter weights in models/easyanimate or models/loras."}),
             "scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
                                 "tooltip": "Inference scale alpha of the adapter; 0 removes it."}),
         }}
