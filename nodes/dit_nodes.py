@@ -18,6 +18,7 @@ from . import host
 from .choices import check_choice
 
 WEIGHT_DTYPES = ("default", "fp32", "bf16", "fp16", "fp8_e4m3fn")
+ATTENTION_BACKENDS = ("sdpa", "xformers", "chunked")
 PRESETS = ("auto", "v1", "v2", "v3")
 # The motion-module combo keeps its options in their first order (saved workflows store "v1"); auto,
 # appended later, is its default.
@@ -71,6 +72,10 @@ class VDiT_LoadDiT:
                 "Attention heads and motion-module attention types are not stored in weights. auto: the folder's "
                 "config.json, else the version detected from the weights (v1 grid, v2 temporal + skips, v3 hybrid "
                 "+ inpaint). Choose v1/v2/v3 only for a loose file whose version is misdetected.")}),
+            "attention": (ATTENTION_BACKENDS, {"default": "sdpa", "tooltip": (
+                "Attention kernel of this model. sdpa: PyTorch's scaled_dot_product_attention (flash / "
+                "memory-efficient kernels on GPU). xformers: memory_efficient_attention, when xformers is "
+                "installed (CUDA). chunked: SDPA on small pieces, the least memory for very long videos.")}),
         }}
 
     RETURN_TYPES = ("VDIT_MODEL",)
@@ -79,11 +84,12 @@ class VDiT_LoadDiT:
     FUNCTION = "load"
     CATEGORY = "VideoDiT/loaders"
 
-    def load(self, dit_name, weight_dtype="default", config_preset="auto"):
+    def load(self, dit_name, weight_dtype="default", config_preset="auto", attention="sdpa"):
         check_choice("config_preset", config_preset, PRESETS)
+        check_choice("attention", attention, ATTENTION_BACKENDS)
         dtype, compute = _weight_dtypes(weight_dtype, host.torch_device())
-        model = load_transformer(host.model_path(dit_name), config=None if config_preset == "auto" else config_preset,
-                                 dtype=dtype, compute_dtype=compute, device=host.offload_device())
+        model = load_transformer(host.model_path(dit_name), config=config_preset, dtype=dtype, compute_dtype=compute,
+                                 device=host.offload_device(), attention_backend=attention)
         return (ModelHandle(model),)
 
 

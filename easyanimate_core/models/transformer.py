@@ -43,7 +43,7 @@ from ..checkpoints.config_fields import TRANSFORMER_FIELDS, check_fields
 from ..checkpoints.presets import BLOCK_TYPES, IMAGE_BLOCKS, MOTION_BLOCKS
 from ..errors import CheckpointError, InputError
 from .embeddings import patch_pos_embed, timestep_embedding
-from .layers import Attention, FeedForward, Linear, layer_norm, zero_
+from .layers import Attention, FeedForward, Linear, layer_norm, set_attention_backend, zero_
 from .motion_module import MotionModule, motion_options
 
 # Options of the reference class that have no released weights; they must be off.
@@ -427,7 +427,8 @@ NEW_PARTS = ("attn_temporal.", "long_connect_fc.", "clip_projection.")
 
 
 def load_transformer(path, motion_module=None, config=None, dtype: torch.dtype | None = None,
-                     device=None, compute_dtype: torch.dtype | None = None) -> VideoTransformer:
+                     device=None, compute_dtype: torch.dtype | None = None,
+                     attention_backend: str | None = None) -> VideoTransformer:
     """Load the video DiT from a released ``transformer/`` folder (config.json + weights), a model
     folder containing ``transformer/``, or a single weights file (full EasyAnimate transformer,
     PixArt base in diffusers or original layout).
@@ -445,15 +446,21 @@ def load_transformer(path, motion_module=None, config=None, dtype: torch.dtype |
     keys are allowed only for the parts a video model adds (motion modules, U-ViT skips, CLIP
     projection), which are then created as exact no-ops and listed in ``model.load_report``.
     ``pos_encoder.pe`` buffers are accepted and ignored (the PE is regenerated).
+
+    ``attention_backend``: the kernel every attention of this model runs with ("sdpa",
+    "xformers" when installed, "chunked"; None: the process-wide default, SDPA).
     """
     from pathlib import Path
 
     from .. import checkpoints as ck
+    from .attention import check_backend
     from .motion_module import AUTO, MotionModuleSet, load_motion_module
 
     if isinstance(config, str) and config not in (AUTO, *ck.TRANSFORMER_PRESETS):
         raise InputError(f"unknown transformer preset {config!r}; expected one of "
                          f"{', '.join((AUTO, *ck.TRANSFORMER_PRESETS))}.")
+    if attention_backend is not None:
+        check_backend(attention_backend)
     path = Path(path)
     subfolder = "transformer" if path.is_dir() and (path / "transformer").is_dir() else None
     source = str(path / subfolder) if subfolder else str(path)
@@ -502,6 +509,7 @@ def load_transformer(path, motion_module=None, config=None, dtype: torch.dtype |
     model.to(device=device or "cpu", dtype=stored if stored.is_floating_point else torch.float32)
     if dtype is not None:
         model.set_weight_dtype(dtype, compute_dtype)
+    set_attention_backend(model, attention_backend)
     return model.eval()
 
 
