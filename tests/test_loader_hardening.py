@@ -109,15 +109,19 @@ def test_non_finite_weights_are_refused_naming_the_file(models, tmp_path):
     _one_line(error)
 
 
-def test_large_but_finite_weights_pass():
+def test_finite_check_is_exact_for_every_float_dtype():
     from easyanimate_core.checkpoints import check_finite
 
-    # a float32 sum of these overflows; each value is finite, so nothing is reported
-    large = torch.full((4, 1024), 1e38, dtype=torch.bfloat16)
-    assert torch.isfinite(large).all() and not torch.isfinite(large.sum(dtype=torch.float32))
-    check_finite({"w": large})
-    with pytest.raises(CheckpointError, match=r"\(in w\)"):
-        check_finite({"w": torch.tensor([1.0, float("nan")]).to(torch.float8_e4m3fn)})
+    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2):
+        large = torch.full((4, 1024), 400.0).to(dtype)  # a sum would overflow fp16 / fp8; the values are fine
+        check_finite({"w": large, "empty": torch.zeros(0, dtype=dtype), "steps": torch.arange(3)})
+        for position in (0, 2000, -1):
+            broken = large.float()
+            broken.view(-1)[position] = float("nan")
+            with pytest.raises(CheckpointError, match=r"\(in w\)"):
+                check_finite({"w": broken.to(dtype)})
+    with pytest.raises(CheckpointError, match=r"\(in a and 1 more tensors\)"):
+        check_finite({"a": torch.tensor([float("inf")]), "b": torch.tensor([-float("inf")]), "c": torch.ones(2)})
 
 
 @pytest.mark.parametrize("field, value, expected", [

@@ -27,6 +27,12 @@ class Linear(nn.Linear):
         super().__init__(in_features, out_features, bias=bias)
         self.adapters: list = []
 
+    def reset_parameters(self) -> None:
+        # Loaders build on ``meta`` and then assign the file's weights: random init there only
+        # costs time (about 0.3 s for a PixArt-XL-size DiT) and produces nothing.
+        if not self.weight.is_meta:
+            super().reset_parameters()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.weight, self.bias
         if weight.dtype != x.dtype:

@@ -183,6 +183,14 @@ class Projection(nn.Module):
         return self.linear_2(F.gelu(self.linear_1(x), approximate="tanh"))
 
 
+def _scaled_randn(rows: int, dim: int) -> torch.Tensor:
+    """PixArt's modulation-table init, randn / sqrt(dim). Built on ``meta`` (every load) the values
+    are never used, and randn or arithmetic on meta tensors imports sympy / torch._dynamo (about
+    1 s, once per process), so there the table is only allocated."""
+    table = torch.empty(rows, dim)
+    return table if table.is_meta else torch.randn(rows, dim) / dim ** 0.5
+
+
 class DiTBlock(nn.Module):
     """One PixArt block with a motion module between self- and cross-attention."""
 
@@ -190,7 +198,7 @@ class DiTBlock(nn.Module):
         super().__init__()
         dim = o["dim"]
         self.eps = o["eps"]
-        self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim ** 0.5)
+        self.scale_shift_table = nn.Parameter(_scaled_randn(6, dim))
         self.attn1 = Attention(dim, o["heads"], o["head_dim"], o["attention_bias"])
         self.attn_temporal = MotionModule(dim, motion) if motion is not None else None
         self.attn2 = Attention(dim, o["heads"], o["head_dim"], o["attention_bias"], context_dim=o["context_dim"])
@@ -222,7 +230,7 @@ class VideoTransformer(nn.Module):
         self.transformer_blocks = nn.ModuleList([DiTBlock(o, o["motion"][i]) for i in range(o["depth"])])
         if o["uvit_skips"]:
             self.long_connect_fc = zero_(nn.ModuleList([Linear(dim, dim) for _ in range(o["uvit_skips"])]))
-        self.scale_shift_table = nn.Parameter(torch.randn(2, dim) / dim ** 0.5)
+        self.scale_shift_table = nn.Parameter(_scaled_randn(2, dim))
         self.proj_out = Linear(dim, o["patch_size"] ** 2 * o["out_channels"])
         self.adaln_single = AdaLNSingle(dim, o["additional_conditions"])
         if o["caption_channels"] is not None:
