@@ -248,8 +248,8 @@ def transformer_facts(state_dict, source="the state dict") -> dict:
 def transformer_version(facts, config=None) -> str | None:
     """v3 = 12 input channels and/or CLIP projection. Otherwise a config that declares motion
     modules says it (v1 grid, v2 temporal, v3 hybrid: see ``presets.motion_version``); from the
-    weights alone: v2 = U-ViT skips with 4 input channels, v1 = motion modules without skips
-    (VanillaGrid); a bare PixArt has no version."""
+    weights alone: v2 = motion modules and U-ViT skips, v1 = motion modules without skips
+    (VanillaGrid); an image DiT (no motion modules, skips or not) has no version."""
     from .presets import IMAGE_BLOCKS, motion_keys, motion_version
 
     if facts["in_channels"] == 12 or facts["clip_projection"]:
@@ -257,11 +257,9 @@ def transformer_version(facts, config=None) -> str | None:
     declared = motion_keys(config)
     if declared and declared.get("basic_block_type") != IMAGE_BLOCKS:
         return motion_version(declared)
-    if facts["uvit"]:
-        return "v2"
-    if facts["motion_module"]:
-        return "v1"
-    return None
+    if not facts["motion_module"]:
+        return None
+    return "v2" if facts["uvit"] else "v1"
 
 
 def _describe_transformer(info, state_dict, config):
