@@ -89,7 +89,7 @@ def test_node_definitions(nodes, models_dir):
             assert all(options[1].get("tooltip") for options in section.values()), node_id
         assert node.DESCRIPTION and node.CATEGORY.startswith("VideoDiT/") and node_id in nodes.NODE_DISPLAY_NAME_MAPPINGS
     names = nodes.VDiT_LoadDiT.INPUT_TYPES()["required"]["dit_name"][0]
-    assert "tiny-v1/transformer" in names and "tiny-pixart" in names and "tiny_mm.safetensors" in names
+    assert names == ["tiny-pixart", "tiny-v1/transformer"]  # motion modules and LoRAs go to their own loaders
     assert "zoom.safetensors" in nodes.VDiT_LoadLoRA.INPUT_TYPES()["required"]["lora_name"][0]
     assert nodes.VDiT_LoadDiT.RETURN_TYPES == ("VDIT_MODEL",)
     assert nodes.VDiT_LoadMotionModule.RETURN_TYPES == ("VDIT_MOTION",)

@@ -83,6 +83,12 @@ def test_shipped_split_reproduces_the_shipped_dit_exactly():
         torch.testing.assert_close(combined(x, t, text), full(x, t, text), atol=1e-6, rtol=0)
     image = load_transformer(DEFAULT / "pixart_base")
     assert not image.has_motion_modules
+    from easyanimate_core.checkpoints import inspect_checkpoint
+
+    base_info, mm_info = inspect_checkpoint(DEFAULT / "pixart_base"), inspect_checkpoint(DEFAULT / "motion_module.safetensors")
+    assert base_info.version is None and any("without motion modules" in note for note in base_info.notes)
+    assert (mm_info.family, mm_info.version) == ("motion_module", "v3")  # hybrid modules, read from the metadata
+    assert inspect_checkpoint(DEFAULT / "transformer").version == "v3"
     stored = {**load_state_dict(DEFAULT / "pixart_base"), **load_state_dict(DEFAULT / "motion_module.safetensors")}
     assert {v.dtype for v in stored.values()} == {torch.float16}  # fp16 like the rest of vdit_default
     assert len(stored) == len(load_state_dict(DEFAULT / "transformer"))  # nothing stored twice

@@ -248,8 +248,8 @@ def transformer_facts(state_dict, source="the state dict") -> dict:
 def transformer_version(facts, config=None) -> str | None:
     """v3 = 12 input channels and/or CLIP projection. Otherwise a config that declares motion
     modules says it (v1 grid, v2 temporal, v3 hybrid: see ``presets.motion_version``); from the
-    weights alone: v2 = U-ViT skips with 4 input channels, v1 = motion modules without skips
-    (VanillaGrid); a bare PixArt has no version."""
+    weights alone: v2 = motion modules and U-ViT skips, v1 = motion modules without skips
+    (VanillaGrid); an image DiT (no motion modules, skips or not) has no version."""
     from .presets import IMAGE_BLOCKS, motion_keys, motion_version
 
     if facts["in_channels"] == 12 or facts["clip_projection"]:
@@ -257,11 +257,9 @@ def transformer_version(facts, config=None) -> str | None:
     declared = motion_keys(config)
     if declared and declared.get("basic_block_type") != IMAGE_BLOCKS:
         return motion_version(declared)
-    if facts["uvit"]:
-        return "v2"
-    if facts["motion_module"]:
-        return "v1"
-    return None
+    if not facts["motion_module"]:
+        return None
+    return "v2" if facts["uvit"] else "v1"
 
 
 def _describe_transformer(info, state_dict, config):
@@ -526,3 +524,80 @@ def _check_shapes(state_dict, expected, source):
                 f"{source} has a shape mismatch: {key} is {list(found)}, expected "
                 f"{list(shape)} for the sizes the other weights give."
             )
+
+
+# ----------------------------------------------------------------------------- what loads a path
+
+# Loader tags (:func:`loadable_as`): which of the pack's loaders can take a file or folder.
+DIT, MOTION_MODULE, VAE, T5, CLIP_VISION = "dit", "motion_module", "vae", "t5", "clip_vision"
+LORA, MOTION_LORA, DOMAIN_ADAPTER = "lora", "motion_lora", "domain_adapter"
+_CONFIG_MODEL_TYPES = {"t5": T5, "clip_vision_model": CLIP_VISION}
+_T5_ANCHOR = "encoder.final_layer_norm.weight"
+_loadable_cache: dict = {}
+
+
+def loadable_as(path) -> frozenset:
+    """The loaders that can take ``path`` (tags above): read from config.json's model_type and the
+    key names of a safetensors header / weights-only file, never the values, and cached until a
+    file it depends on changes (mtime or size). Unreadable or unknown files load nowhere (logged
+    once per change)."""
+    import logging
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    stamp = _stamp(path)
+    cached = _loadable_cache.get(str(path))
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    try:
+        tags = _loadable_as(path)
+    except (CheckpointError, OSError, ValueError) as error:
+        logging.getLogger(__name__).warning("%s is not listed by any loader: %s", path, error)
+        tags = frozenset()
+    if len(_loadable_cache) > 4096:  # models come and go; never grow without bound
+        _loadable_cache.clear()
+    _loadable_cache[os.fspath(path)] = (stamp, tags)
+    return tags
+
+
+def _stamp(path) -> tuple:
+    """What a cached answer depends on: the file itself, or every file directly in the folder."""
+    import os
+
+    if path.is_file():
+        info = path.stat()
+        return ((path.name, info.st_mtime_ns, info.st_size),)
+    with os.scandir(path) as entries:
+        return tuple(sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in entries if e.is_file()))
+
+
+def _loadable_as(path) -> frozenset:
+    import json
+
+    from .io import load_state_dict, transformers_weight_files
+
+    if path.is_dir() and (path / "config.json").is_file():
+        config = json.loads((path / "config.json").read_text())
+        tag = _CONFIG_MODEL_TYPES.get(config.get("model_type")) if isinstance(config, dict) else None
+        if tag is not None:
+            return frozenset((tag,)) if transformers_weight_files(path) else frozenset()
+    state = load_state_dict(path, device="meta")
+    keys = list(state)
+    if any(k.endswith(_T5_ANCHOR) for k in keys) and any(".SelfAttention." in k for k in keys):
+        return frozenset((T5,))
+    family = detect_family(state, str(path)) if keys else None
+    if family in ("pixart", "pixart_original", "easyanimate_transformer"):
+        return frozenset((DIT, MOTION_MODULE)) if any("attn_temporal" in k for k in keys) else frozenset((DIT,))
+    if family == "motion_module":
+        return frozenset((MOTION_MODULE,))
+    if family == "video_vae":
+        return frozenset((VAE,))
+    if family in ("lora_kohya", "lora_peft", "motion_lora"):
+        targets = [k for k in keys if not k.startswith("lora_te") and not k.endswith(".alpha")]
+        if targets and all("attn_temporal" in k for k in targets):
+            return frozenset((LORA, MOTION_LORA))
+        if targets and all(("attn1" in k or "attn2" in k) and "attn_temporal" not in k for k in targets):
+            return frozenset((LORA, DOMAIN_ADAPTER))
+        return frozenset((LORA,))
+    return frozenset()

@@ -69,6 +69,13 @@ def weights_file(path, subfolder=None) -> Path:
     )
 
 
+def transformers_weight_files(folder) -> list[Path]:
+    """The weights files of a transformers model folder, as ``from_pretrained`` picks them:
+    safetensors (single or shards) when present, else ``pytorch_model*.bin``."""
+    folder = Path(folder)
+    return sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
+
+
 def load_config(path, subfolder=None) -> dict | None:
     """The config that travels with the weights: the config.json of a model folder (or of the
     folder holding a diffusers weights file), else, for a loose safetensors file, the JSON object
@@ -200,6 +207,12 @@ def _load_safetensors(file, device, keys):
         raise _corrupt(file, f"safetensors could not read it ({' '.join(str(error).split())})") from None
 
 
+# How torch's weights-only unpickler words a refusal; the wording changes between releases
+# ("Unsupported global: GLOBAL x.y", "unsupported GLOBAL x.y whose module x is blocked").
+_REFUSED_GLOBAL = re.compile(r"unsupported global:?\s+(?:global\s+)?([\w.]+)", re.IGNORECASE)
+_REFUSED_PICKLE = re.compile(r"unsupported (?:global|operand)|is blocked|not an allowed global", re.IGNORECASE)
+
+
 def _torch_load(file):
     # Memory-mapped, so reading a few tensors (or only shapes) of a large file stays cheap; the
     # pre-zip torch.save format cannot be mapped and is read whole.
@@ -215,8 +228,8 @@ def _load_weights_only_pickle(file, device, keys):
     try:
         loaded = _torch_load(file)
     except Exception as error:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, KeyError...
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
-        if found or "Unsupported global" in str(error) or "Unsupported operand" in str(error):
+        found = _REFUSED_GLOBAL.search(str(error))
+        if found or _REFUSED_PICKLE.search(str(error)):
             what = found.group(1) if found else "a Python object"
             raise CheckpointError(
                 f"{file} is a pickle that is not weights-only (it contains {what}); "
@@ -232,6 +245,29 @@ def _load_weights_only_pickle(file, device, keys):
     if device == "meta" or str(device) == "meta":
         return {name: torch.empty(t.shape, dtype=t.dtype, device="meta") for name, t in state_dict.items()}
     return {name: t.to(device) for name, t in state_dict.items()}
+
+
+def check_finite(tensors: dict, source="the checkpoint") -> None:
+    """Raise :class:`CheckpointError` when a floating-point tensor holds NaN or inf: such weights
+    load silently and then turn every output into NaN. One min/max pass per tensor (NaN
+    propagates through both, inf shows in one), exact and without a copy; fp8 has no such
+    kernel and is widened to fp16 (which holds every fp8 value) tensor by tensor."""
+    bad = [name for name, tensor in tensors.items() if tensor.device.type != "meta" and not _finite(tensor)]
+    if bad:
+        more = f" and {len(bad) - 1} more tensors" if len(bad) > 1 else ""
+        raise CheckpointError(
+            f"{source} holds NaN or infinite values (in {bad[0]}{more}); the file is damaged or was saved "
+            f"from a diverged training run: download it again or use an earlier checkpoint."
+        )
+
+
+def _finite(tensor: torch.Tensor) -> bool:
+    if not tensor.is_floating_point() or tensor.numel() == 0:
+        return True
+    if tensor.element_size() == 1:
+        tensor = tensor.to(torch.float16)
+    low, high = torch.aminmax(tensor)
+    return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
 
 
 def unwrap_state_dict(loaded, source="the checkpoint") -> dict[str, torch.Tensor]:

@@ -255,16 +255,24 @@ def load_motion_module(source, config=None, preset: str | None = None) -> Motion
        a file that stores none, the version a full transformer's weights show, v1 for a standalone
        file at the released width (the only standalone release), else a guess (logged).
     """
-    from ..checkpoints import TRANSFORMER_PRESETS, drop_training_keys, extract_motion_module, load_config, load_state_dict
+    from ..checkpoints import (
+        TRANSFORMER_PRESETS,
+        check_finite,
+        drop_training_keys,
+        extract_motion_module,
+        load_config,
+        load_state_dict,
+    )
 
-    name = "the motion module" if isinstance(source, dict) else str(source)
-    full = source if isinstance(source, dict) else load_state_dict(source)
-    state, _ = drop_training_keys(extract_motion_module(full, name))
     if isinstance(config, str):
         preset, config = config, None
     if preset not in (None, AUTO, *TRANSFORMER_PRESETS):
         raise InputError(f"unknown motion-module preset {preset!r}; expected one of "
                          f"{', '.join((*TRANSFORMER_PRESETS, AUTO))}.")
+    name = "the motion module" if isinstance(source, dict) else str(source)
+    full = source if isinstance(source, dict) else load_state_dict(source)
+    state, _ = drop_training_keys(extract_motion_module(full, name))
+    check_finite(state, name)
     declared = None if isinstance(source, dict) else motion_keys(load_config(source))
     if preset in TRANSFORMER_PRESETS:
         version = preset

@@ -43,7 +43,7 @@ from ..checkpoints.config_fields import TRANSFORMER_FIELDS, check_fields
 from ..checkpoints.presets import BLOCK_TYPES, IMAGE_BLOCKS, MOTION_BLOCKS
 from ..errors import CheckpointError, InputError
 from .embeddings import patch_pos_embed, timestep_embedding
-from .layers import Attention, FeedForward, Linear, layer_norm, zero_
+from .layers import Attention, FeedForward, Linear, layer_norm, set_attention_backend, zero_
 from .motion_module import MotionModule, motion_options
 
 # Options of the reference class that have no released weights; they must be off.
@@ -183,6 +183,14 @@ class Projection(nn.Module):
         return self.linear_2(F.gelu(self.linear_1(x), approximate="tanh"))
 
 
+def _scaled_randn(rows: int, dim: int) -> torch.Tensor:
+    """PixArt's modulation-table init, randn / sqrt(dim). Built on ``meta`` (every load) the values
+    are never used, and randn or arithmetic on meta tensors imports sympy / torch._dynamo (about
+    1 s, once per process), so there the table is only allocated."""
+    table = torch.empty(rows, dim)
+    return table if table.is_meta else torch.randn(rows, dim) / dim ** 0.5
+
+
 class DiTBlock(nn.Module):
     """One PixArt block with a motion module between self- and cross-attention."""
 
@@ -190,7 +198,7 @@ class DiTBlock(nn.Module):
         super().__init__()
         dim = o["dim"]
         self.eps = o["eps"]
-        self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim ** 0.5)
+        self.scale_shift_table = nn.Parameter(_scaled_randn(6, dim))
         self.attn1 = Attention(dim, o["heads"], o["head_dim"], o["attention_bias"])
         self.attn_temporal = MotionModule(dim, motion) if motion is not None else None
         self.attn2 = Attention(dim, o["heads"], o["head_dim"], o["attention_bias"], context_dim=o["context_dim"])
@@ -222,7 +230,7 @@ class VideoTransformer(nn.Module):
         self.transformer_blocks = nn.ModuleList([DiTBlock(o, o["motion"][i]) for i in range(o["depth"])])
         if o["uvit_skips"]:
             self.long_connect_fc = zero_(nn.ModuleList([Linear(dim, dim) for _ in range(o["uvit_skips"])]))
-        self.scale_shift_table = nn.Parameter(torch.randn(2, dim) / dim ** 0.5)
+        self.scale_shift_table = nn.Parameter(_scaled_randn(2, dim))
         self.proj_out = Linear(dim, o["patch_size"] ** 2 * o["out_channels"])
         self.adaln_single = AdaLNSingle(dim, o["additional_conditions"])
         if o["caption_channels"] is not None:
@@ -427,7 +435,8 @@ NEW_PARTS = ("attn_temporal.", "long_connect_fc.", "clip_projection.")
 
 
 def load_transformer(path, motion_module=None, config=None, dtype: torch.dtype | None = None,
-                     device=None, compute_dtype: torch.dtype | None = None) -> VideoTransformer:
+                     device=None, compute_dtype: torch.dtype | None = None,
+                     attention_backend: str | None = None) -> VideoTransformer:
     """Load the video DiT from a released ``transformer/`` folder (config.json + weights), a model
     folder containing ``transformer/``, or a single weights file (full EasyAnimate transformer,
     PixArt base in diffusers or original layout).
@@ -445,19 +454,26 @@ def load_transformer(path, motion_module=None, config=None, dtype: torch.dtype |
     keys are allowed only for the parts a video model adds (motion modules, U-ViT skips, CLIP
     projection), which are then created as exact no-ops and listed in ``model.load_report``.
     ``pos_encoder.pe`` buffers are accepted and ignored (the PE is regenerated).
+
+    ``attention_backend``: the kernel every attention of this model runs with ("sdpa",
+    "xformers" when installed, "chunked"; None: the process-wide default, SDPA).
     """
     from pathlib import Path
 
     from .. import checkpoints as ck
+    from .attention import check_backend
     from .motion_module import AUTO, MotionModuleSet, load_motion_module
 
     if isinstance(config, str) and config not in (AUTO, *ck.TRANSFORMER_PRESETS):
         raise InputError(f"unknown transformer preset {config!r}; expected one of "
                          f"{', '.join((AUTO, *ck.TRANSFORMER_PRESETS))}.")
+    if attention_backend is not None:
+        check_backend(attention_backend)
     path = Path(path)
     subfolder = "transformer" if path.is_dir() and (path / "transformer").is_dir() else None
     source = str(path / subfolder) if subfolder else str(path)
     state = ck.load_state_dict(path, subfolder)
+    ck.check_finite(state, source)
     if ck.convert.is_pixart_original(list(state)):
         state = ck.convert_pixart_original(state, source)
     state, dropped = ck.drop_training_keys(state)
@@ -486,7 +502,11 @@ def load_transformer(path, motion_module=None, config=None, dtype: torch.dtype |
 
     with torch.device("meta"):
         model = VideoTransformer(resolved)
-    report = _fit_state_dict(model, state, source)
+    # Without any config the motion-module layout is a preset's guess: a misfit means a config is
+    # needed, not that the file is damaged.
+    guessed = None if file_config is not None or _declares_motion(overrides) or motion is not None \
+        else _resolved_version(resolved)
+    report = _fit_state_dict(model, state, source, guessed)
     report["dropped"] = dropped
     model.load_report = report
     if report["initialised"]:
@@ -497,6 +517,7 @@ def load_transformer(path, motion_module=None, config=None, dtype: torch.dtype |
     model.to(device=device or "cpu", dtype=stored if stored.is_floating_point else torch.float32)
     if dtype is not None:
         model.set_weight_dtype(dtype, compute_dtype)
+    set_attention_backend(model, attention_backend)
     return model.eval()
 
 
@@ -504,11 +525,30 @@ def _declares_motion(*configs) -> bool:
     return any(c and any(k.startswith("motion_module_kwargs") for k in c) for c in configs)
 
 
-def _fit_state_dict(model: VideoTransformer, state: dict, source: str) -> dict:
+def _resolved_version(config: dict) -> str:
+    """The version whose preset a config was completed from (for messages)."""
+    from ..checkpoints.presets import motion_version
+
+    return "v3" if config.get("in_channels") == 12 else motion_version(config)
+
+
+def _needs_config(source: str, preset: str, example: str) -> CheckpointError:
+    return CheckpointError(
+        f"{source} comes without a motion-module config and its motion modules do not fit the {preset} preset "
+        f"(e.g. {example}); "
+        f"heads and attention types are not stored in weights, so give its config: keep the file in its "
+        f"transformer/ folder next to config.json, or pass config= the preset it was trained as (v1/v2/v3) or a "
+        f"dict of its config keys (node: config_preset).")
+
+
+def _fit_state_dict(model: VideoTransformer, state: dict, source: str, guessed: str | None) -> dict:
     """Load ``state`` into a model built on ``meta`` (no double allocation); build the new parts
-    the file lacks. Returns the report {"initialised": [...]}."""
+    the file lacks. ``guessed``: the preset the config was taken from when no config came with
+    the file (misfits are then reported as a missing config). Returns {"initialised": [...]}."""
     expected = model.state_dict()
     unexpected = [k for k in state if k not in expected]
+    if unexpected and guessed and any(".attn_temporal." in k for k in unexpected):
+        raise _needs_config(source, guessed, f"{unexpected[0]} is not in the preset's layout")
     if unexpected:
         raise CheckpointError(f"{source} has {len(unexpected)} keys this model does not have (e.g. "
                               f"{', '.join(unexpected[:3])}); check the config preset (v1/v2/v3) matches the file.")
@@ -522,22 +562,25 @@ def _fit_state_dict(model: VideoTransformer, state: dict, source: str) -> dict:
         raise CheckpointError(f"{source} is missing {len(fatal)} required keys (e.g. {', '.join(fatal[:3])}); "
                               f"it is not a complete PixArt / EasyAnimate transformer.")
     model.load_state_dict(state, strict=False, assign=True)
-    fresh = _fresh_parts(model, missing)
+    fresh = _fresh_parts(model, missing, source, guessed)
     for name in fresh:
         _rebuild_part(model, name)
     return {"initialised": fresh}
 
 
-def _fresh_parts(model: VideoTransformer, missing: list) -> list:
+def _fresh_parts(model: VideoTransformer, missing: list, source: str, guessed: str | None) -> list:
     """The module names to build anew: whole motion modules / skip list / CLIP projection.
-    A part present only partly in the file is corrupt."""
+    A part present only partly in the file is corrupt, or, for a motion module whose layout only
+    a preset gave, a sign that the file needs its config."""
     parts = sorted({k.split(".attn_temporal.")[0] + ".attn_temporal" if ".attn_temporal." in k else k.split(".")[0]
                     for k in missing})
     for part in parts:
         keys = [k for k in model.state_dict() if k.startswith(part + ".")]
         if any(k not in missing for k in keys):
             absent = [k for k in keys if k in missing]
-            raise CheckpointError(f"the file has only part of {part} (missing e.g. {absent[0]}); "
+            if guessed and part.endswith(".attn_temporal"):
+                raise _needs_config(source, guessed, f"{absent[0]} is missing")
+            raise CheckpointError(f"{source} has only part of {part} (missing e.g. {absent[0]}); "
                                   f"it is truncated or mixes two models.")
     return parts
 
