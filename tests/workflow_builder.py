@@ -43,7 +43,7 @@ MADE_FOR = yaml.safe_load(DEFAULT_MODEL_SETTINGS.read_text())
 SETTINGS = {
     **{key: MADE_FOR[key] for key in ("width", "height", "frames", "fps", "steps", "cfg", "sampler", "seam")},
     "seed": 43, "i2v_frames": MADE_FOR["frames"], "v2v_denoise": 0.7, "long_frames": 4 * MADE_FOR["frames"],
-    "context_length": 4, "context_overlap": 2,
+    "context_length": 4, "context_overlap": 2, "context_strides": 2,
 }
 MADE_FOR_TEXT = (f"{SETTINGS['width']}x{SETTINGS['height']}, {SETTINGS['frames']} frames at {SETTINGS['fps']} fps, "
                  f"{SETTINGS['sampler']}, {SETTINGS['steps']} steps, CFG {SETTINGS['cfg']:g}, seam {SETTINGS['seam']}; "
@@ -297,12 +297,14 @@ def long_video(g: Graph):
            "of latent frames and blends them, so memory follows the window, not the video. Context counts are "
            "in latent frames (1 latent frame = 4 video frames): 4 = 16 frames. More overlap blends better but "
            "costs more compute. The default model was trained on 16-frame clips (4 latent frames), so its windows are 4 "
-           "latent frames long. " + MODEL_HELP + _files("dit", "vae", "t5") + SETTINGS_NOTE)
+           "latent frames long. context_strides 2 (or more) also samples windows of every 2nd latent frame, so the "
+           "motion runs across the whole video instead of restarting in each window (about 2x slower; 1 turns them "
+           "off). " + MODEL_HELP + _files("dit", "vae", "t5") + SETTINGS_NOTE)
     positive, negative, vae, dit = _text_and_models(g)
     latent = g.add("VDiT_EmptyLatentVideo", 1, vae=vae[0], width=SETTINGS["width"], height=SETTINGS["height"],
                    length=SETTINGS["long_frames"])
     context = g.add("VDiT_ContextOptions", 1, context_length=SETTINGS["context_length"],
-                    context_overlap=SETTINGS["context_overlap"])
+                    context_overlap=SETTINGS["context_overlap"], context_strides=SETTINGS["context_strides"])
     samples = _sampler(g, 2, dit[0], positive[0], negative[0], latent[0], context_options=context[0])
     _save_video(g, 3, vae, samples, "long")
 
