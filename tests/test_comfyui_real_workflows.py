@@ -232,7 +232,9 @@ def test_long_video_moves_monotonically_through_its_windows(server, definitions)
           f"largest step back {retreat.max():.2f} px")
     assert len(visible) >= 0.9 * len(frames)
     assert read_clip(frames).color == "red"
-    assert retreat.max() <= 1.0, f"the path steps back by {retreat.max():.1f} px at frame {visible[int(retreat.argmax())]}"
+    # VAE jitter on a 32-pixel frame is under a pixel or so (seen: 0.9 px with strided windows); a
+    # window that restarts the motion stepped back 2.6 px
+    assert retreat.max() <= 1.5, f"the path steps back by {retreat.max():.1f} px at frame {visible[int(retreat.argmax())]}"
     assert x[-1] - x[0] >= 6
 
 
