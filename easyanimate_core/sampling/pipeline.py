@@ -38,6 +38,7 @@ from ..models.transformer import CLIP_CHANNELS, CLIP_TOKENS
 from ..progress import ProgressFn
 from . import frames as frame_rules
 from .context import ContextWindows, fuse_windows
+from .step_cache import StepCache
 from .inpaint import (
     InpaintCondition,
     all_generated_condition,
@@ -194,7 +195,7 @@ def denoise(transformer, latents: torch.Tensor, cond, uncond=None, *, steps: int
             scaling_factor: float = 1.0, inpaint: InpaintCondition | None = None,
             clip_embeds: torch.Tensor | None = None, clip_apply_ratio: float = CLIP_APPLY_RATIO,
             context: ContextWindows | None = None, guidance_rescale: float = 0.0,
-            progress: ProgressFn | None = None) -> torch.Tensor:
+            progress: ProgressFn | None = None, step_cache: StepCache | None = None) -> torch.Tensor:
     """Sample latents with ``transformer``; returns VAE latents shaped like ``latents`` (float32).
 
     latents: (B, 4, L, h, w) VAE latents. With ``denoise_strength`` 1 only their shape matters
@@ -217,6 +218,8 @@ def denoise(transformer, latents: torch.Tensor, cond, uncond=None, *, steps: int
         frames (long videos with bounded memory); None runs all frames at once.
     progress: ``progress(step, steps, preview=x0)`` after every step, ``x0`` the current clean
         estimate (scaled latents, for a cheap preview); raise from it to cancel.
+    step_cache: a :class:`~.step_cache.StepCache` to skip most of the DiT on steps where its input
+        barely changed (off when None); it keeps one cache per context window and counts skips.
     """
     from .guidance import cfg_model, drop_learned_sigma, uses_guidance
     from .samplers import sample
@@ -277,6 +280,8 @@ def denoise(transformer, latents: torch.Tensor, cond, uncond=None, *, steps: int
     noise = noise.float().to(device)
     plan = make_plan(sampler, steps, karras=karras, denoise=denoise_strength)
     state = {"step": 0}  # the sampler's step index, advanced by the step callback
+    if step_cache is not None:
+        step_cache.begin(plan.steps)
     reps = 2 if use_cfg else 1  # the DiT batch is [uncond, cond] under guidance
     # Everything that does not change between steps is built once, so a step costs the DiT call
     # plus a handful of tensor ops (see bench/bench_pipeline.py).
@@ -289,9 +294,11 @@ def denoise(transformer, latents: torch.Tensor, cond, uncond=None, *, steps: int
         states, clip_mask = clip_inputs[clip_active] if is_inp else (None, None)
 
         def dit(x, t):
+            cached = {} if step_cache is None else {  # one cache per window and conditioning
+                "step_cache": step_cache.at(state["step"], (window.start, window.stop, clip_active))}
             return transformer(hidden_states=x, timestep=t, encoder_hidden_states=text_embeds,
                                encoder_attention_mask=text_mask, inpaint_latents=extra_in,
-                               clip_encoder_hidden_states=states, clip_attention_mask=clip_mask).float()
+                               clip_encoder_hidden_states=states, clip_attention_mask=clip_mask, **cached).float()
 
         eps = drop_learned_sigma(dit, latent_channels)
         return cfg_model(eps, cfg, guidance_rescale) if use_cfg else eps
@@ -307,7 +314,7 @@ def denoise(transformer, latents: torch.Tensor, cond, uncond=None, *, steps: int
     windows = None if context is None else [(w, weight.to(device)) for w, weight in context.plan(length)]
 
     def model_fn(x, t):
-        clip_active = state["step"] >= plan.steps * (1 - clip_apply_ratio)
+        clip_active = is_inp and state["step"] >= plan.steps * (1 - clip_apply_ratio)  # 4-channel: no CLIP
         if windows is None:
             return model_for(range(length), clip_active)(x, t)
         return fuse_windows(lambda w: model_for(w, clip_active)(x[:, :, w.start:w.stop], t), windows, x)
@@ -392,7 +399,7 @@ def generate_encoded(components: Components, cond, uncond=None, *, width: int = 
                      video: torch.Tensor | None = None, strength: float = 1.0,
                      clip_apply_ratio: float = CLIP_APPLY_RATIO, context: ContextWindows | None = None,
                      guidance_rescale: float = 0.0, seam: str | None = None,
-                     progress: ProgressFn | None = None) -> torch.Tensor:
+                     progress: ProgressFn | None = None, step_cache: StepCache | None = None) -> torch.Tensor:
     """:func:`generate` from encoded text conditioning (see :func:`as_text_condition`).
 
     ``frames`` = 1 makes an image. Sizes are floored to multiples of 16 and frame counts to what
@@ -431,5 +438,5 @@ def generate_encoded(components: Components, cond, uncond=None, *, width: int = 
                           karras=karras, generator=generator, denoise_strength=strength,
                           scaling_factor=vae.scaling_factor, inpaint=inpaint, clip_embeds=clip_embeds,
                           clip_apply_ratio=clip_apply_ratio, context=context,
-                          guidance_rescale=guidance_rescale, progress=progress)
+                          guidance_rescale=guidance_rescale, progress=progress, step_cache=step_cache)
     return decode(components, latents, seam=seam, progress=progress)

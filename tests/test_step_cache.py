@@ -1,0 +1,156 @@
+"""Step caching (easyanimate_core/sampling/step_cache.py): exactness at threshold 0, the skip rules,
+closeness of cached runs, and every pipeline mode (CFG, samplers, context windows, 12-channel
+inpaint with CLIP tokens, a LoRA applied)."""
+
+import pytest
+import torch
+from tiny_models import build_dit
+
+from easyanimate_core.errors import InputError
+from easyanimate_core.models.lora import add_trainable_lora, remove_trainable_lora
+from easyanimate_core.sampling.context import ContextWindows
+from easyanimate_core.sampling.inpaint import InpaintCondition
+from easyanimate_core.sampling.pipeline import denoise
+from easyanimate_core.sampling.step_cache import StepCache
+
+ALWAYS = 1e9  # a threshold every change is below: only the rules (first / last / consecutive) stop skips
+
+
+@pytest.fixture(scope="module")
+def dit():
+    return build_dit(4, layers=4)  # 4 blocks: U-ViT long skip and motion modules in the skipped part
+
+
+@pytest.fixture(scope="module")
+def cond():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(1, 120, 32, generator=g), torch.ones(1, 120, dtype=torch.bool)
+
+
+def run(model, cond, cache=None, steps=12, frames=3, **options):
+    options = {"cfg": 6.0, "seed": 1, **options}
+    return denoise(model, torch.zeros(1, 4, frames, 4, 4), cond, steps=steps, step_cache=cache, **options)
+
+
+def skipped_steps(cache, key=None):
+    return [step for step, k in cache.skipped_steps if key is None or k == key]
+
+
+def relative_error(out, ref):
+    return float((out - ref).norm() / ref.norm())
+
+
+@pytest.mark.parametrize("sampler", ["dpmpp_2m", "euler", "unipc"])
+def test_threshold_zero_is_bit_identical(dit, cond, sampler):
+    cache = StepCache(0.0)
+    assert torch.equal(run(dit, cond, cache, sampler=sampler), run(dit, cond, sampler=sampler))
+    assert (cache.calls, cache.skipped) == (12, 0)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "euler", "euler_a", "dpmpp_2m", "unipc"])
+def test_positive_threshold_skips_and_stays_close(dit, cond, sampler):
+    ref = run(dit, cond, sampler=sampler, steps=25)
+    cache = StepCache(0.1)
+    out = run(dit, cond, cache, sampler=sampler, steps=25)
+    assert cache.calls == 25 and 3 <= cache.skipped <= 16
+    assert not torch.equal(out, ref)
+    # a cached run is far closer to its uncached run than another seed is
+    assert relative_error(out, ref) < 0.1 * relative_error(run(dit, cond, sampler=sampler, steps=25, seed=2), ref)
+
+
+def test_rules_first_last_and_consecutive(dit, cond):
+    cache = StepCache(ALWAYS, max_consecutive=2)
+    run(dit, cond, cache, steps=10)
+    # full at 0, then two reuses after every full call, and the last step full
+    assert skipped_steps(cache) == [1, 2, 4, 5, 7, 8]
+    cache = StepCache(ALWAYS, max_consecutive=3)
+    run(dit, cond, cache, steps=10)
+    assert skipped_steps(cache) == [1, 2, 3, 5, 6, 7]
+
+
+def test_a_skipped_call_reuses_the_residual_of_everything_after_the_first_block(dit, cond):
+    # the same input twice: the first block's residual is unchanged, so the call is skipped and
+    # first block + cached residual must give back the full output (U-ViT skip included)
+    x = torch.randn(2, 4, 3, 4, 4, generator=torch.Generator().manual_seed(3))
+    embeds = cond[0].expand(2, -1, -1)
+    cache = StepCache(1e-3).begin(3)
+    with torch.no_grad():
+        full = dit(x, torch.tensor([500, 500]), embeds, step_cache=cache.at(0))
+        reused = dit(x, torch.tensor([500, 500]), embeds, step_cache=cache.at(1))
+        changed = dit(x * 1.5, torch.tensor([500, 500]), embeds, step_cache=cache.at(1))
+    assert dit.options["uvit_skips"] == 1 and cache.skipped_steps == [(1, None)]
+    torch.testing.assert_close(reused, full, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(changed, full, atol=1e-2)  # a changed input ran the whole model
+    assert cache.calls == 3
+
+
+def test_cfg_branches_each_reuse_their_own_residual(dit, cond):
+    # with guidance the DiT batch is [uncond, cond]; a skipped call must keep the two apart,
+    # otherwise guidance (cond - uncond) would collapse on skipped steps
+    ref = run(dit, cond, cfg=6.0, steps=25)
+    cache = StepCache(ALWAYS)
+    out = run(dit, cond, cache, cfg=6.0, steps=25)
+    unguided = run(dit, cond, cfg=1.0, steps=25)
+    assert cache.skipped > 0
+    assert relative_error(out, ref) < relative_error(unguided, ref)
+
+
+def test_context_windows_keep_one_cache_per_window(dit, cond):
+    windows = ContextWindows(length=4, overlap=2)
+    ref = run(dit, cond, frames=8, steps=25, context=windows)
+    cache = StepCache(0.1)
+    out = run(dit, cond, cache, frames=8, steps=25, context=windows)
+    keys = {k for _, k in cache.skipped_steps}
+    assert cache.calls == 25 * 3 and len(keys) >= 2  # three windows, more than one reused its own residual
+    assert relative_error(out, ref) < 0.05
+    rules = StepCache(ALWAYS)
+    run(dit, cond, rules, frames=8, steps=10, context=windows)
+    for start in (0, 2, 4):  # every window follows the rules on its own
+        assert skipped_steps(rules, (start, start + 4, False)) == [1, 2, 4, 5, 7, 8]
+
+
+def test_inpaint_12_channels_with_clip_tokens(cond):
+    model = build_dit(12, layers=4)
+    g = torch.Generator().manual_seed(5)
+    mask = torch.zeros(1, 4, 3, 4, 4)
+    mask[:, :, 0] = 1
+    inpaint = InpaintCondition(mask_latents=mask, masked_latents=torch.randn(1, 4, 3, 4, 4, generator=g))
+    clip = torch.randn(1, 768, generator=g)
+    options = {"steps": 10, "inpaint": inpaint, "clip_embeds": clip, "clip_apply_ratio": 0.5}
+    ref = run(model, cond, **options)
+    assert torch.equal(run(model, cond, StepCache(0.0), **options), ref)
+    cache = StepCache(ALWAYS)
+    out = run(model, cond, cache, **options)
+    # the CLIP image switches on at step 5: new conditioning, new cache, so step 5 runs in full
+    assert skipped_steps(cache) == [1, 2, 4, 6, 7]
+    assert {k for _, k in cache.skipped_steps} == {(0, 3, False), (0, 3, True)}
+    assert torch.isfinite(out).all() and not torch.equal(out, ref)
+    close = StepCache(0.1)
+    assert relative_error(run(model, cond, close, **dict(options, steps=25)),
+                          run(model, cond, **dict(options, steps=25))) < 0.05
+
+
+def test_a_lora_applied_acts_in_cached_runs(dit, cond):
+    plain = run(dit, cond, steps=25)
+    add_trainable_lora(dit, target="all", rank=4)
+    try:
+        with torch.no_grad():
+            for adapter in dit.trainable_lora.values():
+                adapter.up.normal_(0, 0.05)
+        ref = run(dit, cond, steps=25)
+        assert torch.equal(run(dit, cond, StepCache(0.0), steps=25), ref)
+        cache = StepCache(0.1)
+        out = run(dit, cond, cache, steps=25)
+    finally:
+        remove_trainable_lora(dit)
+    assert cache.skipped > 0
+    assert relative_error(out, ref) < 0.1 * relative_error(plain, ref)  # the LoRA's effect is kept
+
+
+@pytest.mark.parametrize("options, message", [({"threshold": -0.1}, "threshold must be 0 or more"),
+                                              ({"threshold": float("nan")}, "threshold must be 0 or more"),
+                                              ({"max_consecutive": 0}, "max_consecutive must be a whole"),
+                                              ({"max_consecutive": 1.5}, "max_consecutive must be a whole")])
+def test_bad_options_are_refused(options, message):
+    with pytest.raises(InputError, match=message):
+        StepCache(**options)
