@@ -25,6 +25,7 @@ from ..easyanimate_core.sampling.guidance import uses_guidance
 from ..easyanimate_core.sampling.inpaint import encode_source, image_to_video_source
 from ..easyanimate_core.sampling.pipeline import model_channels
 from ..easyanimate_core.sampling.schedule import KARRAS_SAMPLERS, SAMPLERS
+from ..easyanimate_core.sampling.step_cache import DEFAULT_THRESHOLD, StepCache
 from . import host
 from .choices import check_choice
 from .latent_conditions import ALL_GENERATED_KEY, AllGenerated, moved
@@ -317,6 +318,11 @@ class VDiT_Sampler:
         }, "optional": {
             "context_options": ("VDIT_CONTEXT_OPTIONS", {"tooltip": "Sliding context windows for long videos "
                                                                     "(from 'EasyAnimate Context Options')."}),
+            "step_cache": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step": 0.01,
+                                     "tooltip": "Step caching: skip most of the DiT on steps where its input "
+                                                f"changed by less than this (0 = off; {DEFAULT_THRESHOLD} is the "
+                                                "tested default, higher = faster and further from the uncached "
+                                                "result). The first and last steps always run in full."}),
         }}
 
     RETURN_TYPES = ("LATENT",)
@@ -325,7 +331,7 @@ class VDiT_Sampler:
     CATEGORY = CATEGORY
 
     def sample(self, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler,
-               denoise, context_options=None):
+               denoise, context_options=None, step_cache=0.0):
         from ..easyanimate_core.sampling.pipeline import denoise as run_denoise
 
         check_choice("scheduler", scheduler, SCHEDULERS)
@@ -350,7 +356,8 @@ class VDiT_Sampler:
                     transformer, latents, cond, uncond, steps=int(steps), cfg=float(cfg), sampler=sampler_name,
                     karras=scheduler == "karras", seed=int(seed), denoise_strength=float(denoise),
                     scaling_factor=1.0, inpaint=inpaint, clip_embeds=extras.get(CLIP_EMBEDS_KEY),
-                    context=context_options, progress=host.progress(max(1, int(int(steps) * float(denoise)))))
+                    context=context_options, progress=host.progress(max(1, int(int(steps) * float(denoise)))),
+                    step_cache=StepCache(float(step_cache)) if step_cache else None)
             finally:
                 host.release_models([transformer])
         out = dict(latent_image)

@@ -154,3 +154,52 @@ def test_a_lora_applied_acts_in_cached_runs(dit, cond):
 def test_bad_options_are_refused(options, message):
     with pytest.raises(InputError, match=message):
         StepCache(**options)
+
+
+# ----- the command line and the Sampler node -------------------------------------------------------
+
+def test_generate_flag_and_yaml_key(tmp_path, caplog):
+    from tiny_models import save_model_folder
+
+    from easyanimate_core.sampling.step_cache import DEFAULT_THRESHOLD
+    from training.generate import main, parse, resolve_step_cache
+
+    assert parse(["--prompt", "x", "--step-cache"])["step_cache"] is True
+    assert parse(["--prompt", "x", "--step-cache", "0.25"])["step_cache"] == 0.25
+    assert parse(["--prompt", "x"])["step_cache"] is None
+    config = tmp_path / "g.yaml"
+    config.write_text("prompt: x\nstep_cache: 0.3\n")
+    assert parse(["--config", str(config)])["step_cache"] == 0.3
+    assert resolve_step_cache(True).threshold == DEFAULT_THRESHOLD
+    assert resolve_step_cache(0.3).threshold == 0.3 and resolve_step_cache(False) is None
+    with pytest.raises(InputError, match="step_cache 'fast' is not a threshold"):
+        resolve_step_cache("fast")
+    with pytest.raises(InputError, match="threshold must be 0 or more"):
+        main("generate", ["--prompt", "x", "--step-cache", "-1", "--model", str(tmp_path / "not-loaded")])
+    model = save_model_folder(tmp_path / "release", in_channels=12)
+    caplog.set_level("INFO", logger="easyanimate_core")
+    assert main("generate", ["--model", str(model), "--width", "32", "--height", "32", "--steps", "6",
+                             "--frames", "9", "--seam", "none", "--prompt", "a red car", "--step-cache", "1000",
+                             "--output", str(tmp_path / "clip.mp4")]) == 0
+    assert "step cache: 3 of 6 DiT calls skipped (threshold 1000)" in caplog.text
+
+
+def test_sampler_node_option(pack):
+    from easyanimate_core.models.handle import ModelHandle
+
+    node = pack.nodes.sampling_nodes.VDiT_Sampler
+    spec = node.INPUT_TYPES()["optional"]
+    assert list(spec)[-1] == "step_cache" and spec["step_cache"][1]["default"] == 0.0  # appended, off
+    model = ModelHandle(build_dit(4, layers=4))
+    g = torch.Generator().manual_seed(1)
+    positive, negative = [[torch.randn(1, 7, 32, generator=g), {}]], [[torch.randn(1, 7, 32, generator=g), {}]]
+    latent = {"samples": torch.zeros(1, 4, 3, 4, 4)}
+
+    def sample(**optional):
+        return node().sample(model, positive, negative, latent, 1, 8, 5.0, "dpmpp_2m", "normal", 1.0,
+                             **optional)[0]["samples"]
+
+    plain = sample()
+    assert torch.equal(sample(step_cache=0.0), plain)
+    cached = sample(step_cache=1000.0)
+    assert torch.isfinite(cached).all() and not torch.equal(cached, plain)

@@ -72,6 +72,9 @@ DEFAULTS = {
     "context_fuse": "pyramid",  # pyramid / linear / flat
     "chunk_frames": 0,         # frames per chunk in chunked long-video mode; 0 = off
     "overlap_frames": 4,
+    # speed
+    "step_cache": None,        # skip most of the DiT on steps that change little: a threshold, true = the
+                               # default one (bare --step-cache); off when absent. See docs/step_cache.md
     # output
     "output": None,            # default samples/<time>.mp4
 }
@@ -88,7 +91,10 @@ def parse(argv) -> dict:
     parser.add_argument("--config", help="YAML file with any of the options below (see training/configs/)")
     for key, value in DEFAULTS.items():
         flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
+        if key == "step_cache":  # a bare flag takes the default threshold
+            parser.add_argument(flag, dest=key, default=None, nargs="?", const=True, type=float,
+                                metavar="THRESHOLD")
+        elif isinstance(value, bool):
             parser.add_argument(flag, dest=key, default=None, action=argparse.BooleanOptionalAction)
         elif isinstance(value, list):
             parser.add_argument(flag, dest=key, default=None, nargs="*")
@@ -170,6 +176,21 @@ def resolve_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError as error:
         raise InputError(f"--device {name!r} is not a torch device; use cpu, cuda, cuda:N or mps") from error
+
+
+def resolve_step_cache(value):
+    """The ``step_cache`` option (a threshold, true for the default one, false / null for off) as a
+    :class:`StepCache` or None."""
+    from easyanimate_core.sampling.step_cache import DEFAULT_THRESHOLD, StepCache
+
+    if value is None or value is False:
+        return None
+    if value is True:
+        return StepCache(DEFAULT_THRESHOLD)
+    if isinstance(value, (int, float)):
+        return StepCache(float(value))
+    raise InputError(f"step_cache {value!r} is not a threshold; give a number >= 0 (--step-cache 0.4) or "
+                     f"true for the default {DEFAULT_THRESHOLD}")
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -269,6 +290,7 @@ def main(command: str, argv) -> int:
     if start is not None and config["base_resolution"]:
         config["width"], config["height"] = bucket_size(start.shape[2], start.shape[1],
                                                         int(config["base_resolution"]))
+    step_cache = resolve_step_cache(config["step_cache"])  # checked before any model loads
     components = load_components(config)
     context = None
     if config["context_length"]:
@@ -277,7 +299,7 @@ def main(command: str, argv) -> int:
     passed = ("width", "height", "steps", "cfg", "sampler", "karras", "guidance_rescale", "clip_apply_ratio")
     options = {key: config[key] for key in passed}
     options.update(context=context, seam=None if config["seam"] == "none" else config["seam"],
-                   progress=console("generate"))
+                   progress=console("generate"), step_cache=step_cache)
     output = Path(config["output"] or f"samples/{time.strftime('%Y%m%d-%H%M%S')}.mp4")
     began = time.perf_counter()
     if config["chunk_frames"]:
@@ -303,4 +325,6 @@ def main(command: str, argv) -> int:
         path = str(output)
     log.info("wrote %s (%d frame%s, %.1f s)", path, written, "" if written == 1 else "s",
              time.perf_counter() - began)
+    if step_cache is not None:
+        log.info("%s", step_cache.summary())
     return 0

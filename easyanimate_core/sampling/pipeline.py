@@ -314,7 +314,8 @@ def denoise(transformer, latents: torch.Tensor, cond, uncond=None, *, steps: int
     windows = None if context is None else [(w, weight.to(device)) for w, weight in context.plan(length)]
 
     def model_fn(x, t):
-        clip_active = is_inp and state["step"] >= plan.steps * (1 - clip_apply_ratio)  # 4-channel: no CLIP
+        # without a CLIP image both settings give the DiT the same input (and one step cache)
+        clip_active = clip_embeds is not None and state["step"] >= plan.steps * (1 - clip_apply_ratio)
         if windows is None:
             return model_for(range(length), clip_active)(x, t)
         return fuse_windows(lambda w: model_for(w, clip_active)(x[:, :, w.start:w.stop], t), windows, x)

@@ -21,7 +21,7 @@ running without a cache.
 
 Memory: two activation-sized tensors (B x tokens x hidden) per key.
 
-Use: ``cache = StepCache(0.1)``; pass it to ``denoise(..., step_cache=cache)`` /
+Use: ``cache = StepCache(0.4)``; pass it to ``denoise(..., step_cache=cache)`` /
 ``generate_encoded``; afterwards ``cache.skipped`` of ``cache.calls`` DiT calls were skipped.
 """
 
@@ -34,7 +34,7 @@ import torch
 
 from ..errors import InputError
 
-DEFAULT_THRESHOLD = 0.1  # the bare ``--step-cache`` flag; see docs/step_cache.md for the trade-off
+DEFAULT_THRESHOLD = 0.4  # the bare ``--step-cache`` flag; see docs/step_cache.md for the trade-off
 DEFAULT_MAX_CONSECUTIVE = 2
 
 
