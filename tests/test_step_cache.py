@@ -68,9 +68,11 @@ def test_rules_first_last_and_consecutive(dit, cond):
     assert skipped_steps(cache) == [1, 2, 3, 5, 6, 7]
 
 
-def test_a_skipped_call_reuses_the_residual_of_everything_after_the_first_block(dit, cond):
+def test_a_skipped_call_reuses_the_residual_of_everything_after_the_first_block(cond):
     # the same input twice: the first block's residual is unchanged, so the call is skipped and
-    # first block + cached residual must give back the full output (U-ViT skip included)
+    # first block + cached residual must give back the full output. Depth 6 has two U-ViT skips:
+    # block 0 (the first block) -> 5 and block 1 (inside the skipped part) -> 4.
+    dit = build_dit(4, layers=6)
     x = torch.randn(2, 4, 3, 4, 4, generator=torch.Generator().manual_seed(3))
     embeds = cond[0].expand(2, -1, -1)
     cache = StepCache(1e-3).begin(3)
@@ -78,7 +80,7 @@ def test_a_skipped_call_reuses_the_residual_of_everything_after_the_first_block(
         full = dit(x, torch.tensor([500, 500]), embeds, step_cache=cache.at(0))
         reused = dit(x, torch.tensor([500, 500]), embeds, step_cache=cache.at(1))
         changed = dit(x * 1.5, torch.tensor([500, 500]), embeds, step_cache=cache.at(1))
-    assert dit.options["uvit_skips"] == 1 and cache.skipped_steps == [(1, None)]
+    assert dit.options["uvit_skips"] == 2 and cache.skipped_steps == [(1, None)]
     torch.testing.assert_close(reused, full, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(changed, full, atol=1e-2)  # a changed input ran the whole model
     assert cache.calls == 3
@@ -182,6 +184,13 @@ def test_generate_flag_and_yaml_key(tmp_path, caplog):
                              "--frames", "9", "--seam", "none", "--prompt", "a red car", "--step-cache", "1000",
                              "--output", str(tmp_path / "clip.mp4")]) == 0
     assert "step cache: 3 of 6 DiT calls skipped (threshold 1000)" in caplog.text
+    # long-video chunks (28 frames as 16-frame chunks overlapping by 4: two chunks): one cache,
+    # emptied per chunk, counting over all of them
+    caplog.clear()
+    assert main("generate", ["--model", str(model), "--width", "32", "--height", "32", "--steps", "6",
+                             "--frames", "28", "--chunk-frames", "16", "--seam", "none", "--prompt", "a red car",
+                             "--step-cache", "1000", "--output", str(tmp_path / "long.mp4")]) == 0
+    assert "step cache: 6 of 12 DiT calls skipped (threshold 1000)" in caplog.text
 
 
 def test_sampler_node_option(pack):

@@ -51,10 +51,10 @@ class StepCache:
 
     threshold: float = DEFAULT_THRESHOLD
     max_consecutive: int = DEFAULT_MAX_CONSECUTIVE
-    steps: int = 0                          # steps of the current run (set by :meth:`begin`)
-    calls: int = 0                          # DiT calls seen, over every run
-    skipped_steps: list = field(default_factory=list)  # (step, key) of every reuse, over every run
-    _states: dict = field(default_factory=dict, repr=False)
+    steps: int = field(default=0, init=False)  # steps of the current run (set by :meth:`begin`)
+    calls: int = field(default=0, init=False)  # DiT calls seen, over every run
+    skipped_steps: list = field(default_factory=list, init=False)  # (step, key) of every reuse, every run
+    _states: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self):
         if not self.threshold >= 0:
