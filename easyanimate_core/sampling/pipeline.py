@@ -38,7 +38,6 @@ from ..models.transformer import CLIP_CHANNELS, CLIP_TOKENS
 from ..progress import ProgressFn
 from . import frames as frame_rules
 from .context import ContextWindows, fuse_windows
-from .step_cache import StepCache
 from .inpaint import (
     InpaintCondition,
     all_generated_condition,
@@ -46,6 +45,7 @@ from .inpaint import (
     image_to_video_source,
     video_source,
 )
+from .step_cache import StepCache
 
 log = logging.getLogger("easyanimate_core")
 
