@@ -68,6 +68,15 @@ def test_rules_first_last_and_consecutive(dit, cond):
     assert skipped_steps(cache) == [1, 2, 3, 5, 6, 7]
 
 
+def test_video_to_video_counts_the_steps_it_runs(dit, cond):
+    # strength 0.5 of 20 steps runs the last 10: the rules apply to those (first and last full)
+    cache = StepCache(ALWAYS)
+    video = torch.randn(1, 4, 3, 4, 4, generator=torch.Generator().manual_seed(4))
+    out = denoise(dit, video, cond, steps=20, cfg=6.0, seed=1, denoise_strength=0.5, step_cache=cache)
+    assert cache.calls == 10 and skipped_steps(cache) == [1, 2, 4, 5, 7, 8]
+    assert torch.isfinite(out).all()
+
+
 def test_a_skipped_call_reuses_the_residual_of_everything_after_the_first_block(cond):
     # the same input twice: the first block's residual is unchanged, so the call is skipped and
     # first block + cached residual must give back the full output. Depth 6 has two U-ViT skips:
