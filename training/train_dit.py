@@ -1,4 +1,4 @@
-"""Video-DiT training (spec 3.2).
+"""Video-DiT training (the EasyAnimate stages: image alignment, motion module, full).
 
     python training/run.py dit-image   --config training/configs/dit_image.yaml   [key=value ...]
     python training/run.py dit-motion  --config training/configs/dit_motion.yaml
