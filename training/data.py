@@ -217,7 +217,7 @@ def _resize(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def clip_indices(num_frames: int, count: int, stride: int, generator) -> list[int]:
-    """The spec's clip sampler: ``count`` frames at ``stride`` from a random start that skips the
+    """EasyAnimate's clip sampler: ``count`` frames at ``stride`` from a random start that skips the
     first 10% and the last 10% of the video, shrinking the stride when the video is short."""
     count = max(1, min(count, num_frames))
     video_length = max(count, int(0.9 * num_frames))
