@@ -7,6 +7,7 @@ through Load CLIP Vision + CLIP Vision Encode into the image-to-video node's cli
 
 from __future__ import annotations
 
+from ..easyanimate_core.checkpoints import detect
 from ..easyanimate_core.models.clip_vision import ClipImageEncoder
 from . import host
 from .choices import LOAD_DTYPES, check_choice
@@ -19,7 +20,7 @@ class VDiT_LoadCLIPVision:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "clip_name": (host.model_files(), {"tooltip": "An image_encoder/ folder (config.json + weights)."}),
+            "clip_name": (host.model_files(loadable=detect.CLIP_VISION), {"tooltip": "An image_encoder/ folder (config.json + weights)."}),
             "dtype": (list(LOAD_DTYPES), {"default": "auto", "tooltip": "Weight precision; auto keeps the stored one."}),
         }}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..easyanimate_core.checkpoints import detect
 from ..easyanimate_core.errors import CheckpointError, InputError
 from ..easyanimate_core.models.handle import ModelHandle
 from ..easyanimate_core.models.lora import load_lora
@@ -17,8 +18,10 @@ from . import host
 from .choices import check_choice
 
 WEIGHT_DTYPES = ("default", "fp32", "bf16", "fp16", "fp8_e4m3fn")
+ATTENTION_BACKENDS = ("sdpa", "xformers", "chunked")
 PRESETS = ("auto", "v1", "v2", "v3")
-# The motion-module combo keeps its saved first option (v1, the standalone release) and ends in auto.
+# The motion-module combo keeps its options in their first order (saved workflows store "v1"); auto,
+# appended later, is its default.
 MOTION_PRESETS = (*PRESETS[1:], PRESETS[0])
 LORA_FOLDERS = ("easyanimate", "loras")
 
@@ -32,8 +35,8 @@ def _weight_dtypes(choice: str, device: torch.device):
     return table[check_choice("weight_dtype", choice, WEIGHT_DTYPES)]
 
 
-def _lora_files() -> list[str]:
-    return sorted({name for key in LORA_FOLDERS for name in host.model_files(key)})
+def _lora_files(loadable: str = detect.LORA) -> list[str]:
+    return sorted({name for key in LORA_FOLDERS for name in host.model_files(key, loadable)})
 
 
 def _lora_path(name: str) -> str:
@@ -60,7 +63,7 @@ class VDiT_LoadDiT:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "dit_name": (host.model_files(), {"tooltip": "A transformer/ folder of a release, or a weights file "
+            "dit_name": (host.model_files(loadable=detect.DIT), {"tooltip": "A transformer/ folder of a release, or a weights file "
                                                          "(EasyAnimate transformer or PixArt-alpha base)."}),
             "weight_dtype": (WEIGHT_DTYPES, {"default": "default", "tooltip": (
                 "Precision the weights are kept in. default: bf16 (fp16 without bf16 support) on GPU, fp32 on CPU. "
@@ -69,6 +72,10 @@ class VDiT_LoadDiT:
                 "Attention heads and motion-module attention types are not stored in weights. auto: the folder's "
                 "config.json, else the version detected from the weights (v1 grid, v2 temporal + skips, v3 hybrid "
                 "+ inpaint). Choose v1/v2/v3 only for a loose file whose version is misdetected.")}),
+            "attention": (ATTENTION_BACKENDS, {"default": "sdpa", "tooltip": (
+                "Attention kernel of this model. sdpa: PyTorch's scaled_dot_product_attention (flash / "
+                "memory-efficient kernels on GPU). xformers: memory_efficient_attention, when xformers is "
+                "installed (CUDA). chunked: SDPA on small pieces, the least memory for very long videos.")}),
         }}
 
     RETURN_TYPES = ("VDIT_MODEL",)
@@ -77,11 +84,12 @@ class VDiT_LoadDiT:
     FUNCTION = "load"
     CATEGORY = "VideoDiT/loaders"
 
-    def load(self, dit_name, weight_dtype="default", config_preset="auto"):
+    def load(self, dit_name, weight_dtype="default", config_preset="auto", attention="sdpa"):
         check_choice("config_preset", config_preset, PRESETS)
+        check_choice("attention", attention, ATTENTION_BACKENDS)
         dtype, compute = _weight_dtypes(weight_dtype, host.torch_device())
-        model = load_transformer(host.model_path(dit_name), config=None if config_preset == "auto" else config_preset,
-                                 dtype=dtype, compute_dtype=compute, device=host.offload_device())
+        model = load_transformer(host.model_path(dit_name), config=config_preset, dtype=dtype, compute_dtype=compute,
+                                 device=host.offload_device(), attention_backend=attention)
         return (ModelHandle(model),)
 
 
@@ -92,12 +100,14 @@ class VDiT_LoadMotionModule:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "motion_name": (host.model_files(), {"tooltip": "Motion-module weights in models/easyanimate."}),
-            "config_preset": (MOTION_PRESETS, {"default": "v1", "tooltip": (
-                "The version the motion module was trained as: v1 = 2x2-cell grid attention, 8 heads (the "
-                "standalone release); v2 = temporal, 8 heads; v3 = temporal + global, 16 heads. auto: the config "
-                "stored with the weights (safetensors metadata, or config.json beside the file / in the folder), "
-                "for modules of other widths or heads; without one a guess (logged).")}),
+            "motion_name": (host.model_files(loadable=detect.MOTION_MODULE), {"tooltip": "Motion-module weights in models/easyanimate."}),
+            "config_preset": (MOTION_PRESETS, {"default": "auto", "tooltip": (
+                "Heads and attention types are not stored in weights. A config stored with the file (safetensors "
+                "metadata, as the pack's dit-motion and split-motion-module write it, or config.json in the "
+                "folder) is always used; the preset only fills in what the file does not declare. auto: that "
+                "config; without one the version a full transformer shows, v1 for a standalone file at the "
+                "released width (easyanimate_v1_mm), else a guess (logged). v1 = 2x2-cell grid attention, 8 heads; "
+                "v2 = temporal, 8 heads; v3 = temporal + global, 16 heads.")}),
         }}
 
     RETURN_TYPES = ("VDIT_MOTION",)
@@ -106,7 +116,7 @@ class VDiT_LoadMotionModule:
     FUNCTION = "load"
     CATEGORY = "VideoDiT/loaders"
 
-    def load(self, motion_name, config_preset="v1"):
+    def load(self, motion_name, config_preset="auto"):
         check_choice("config_preset", config_preset, MOTION_PRESETS)
         return (load_motion_module(host.model_path(motion_name), config=config_preset),)
 
@@ -118,7 +128,7 @@ class VDiT_LoadMotionLoRA:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "lora_name": (_lora_files(), {"tooltip": "MotionLoRA weights in models/easyanimate or models/loras."}),
+            "lora_name": (_lora_files(detect.MOTION_LORA), {"tooltip": "MotionLoRA weights in models/easyanimate or models/loras."}),
             "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.05,
                                    "tooltip": "Multiplier of the LoRA update; 0 disables it."}),
         }, "optional": {
@@ -205,7 +215,7 @@ class VDiT_LoadDomainAdapter:
     def INPUT_TYPES(cls):
         return {"required": {
             "model": ("VDIT_MODEL", {"tooltip": "The DiT; it is not changed, a patched copy is returned."}),
-            "adapter_name": (_lora_files(), {"tooltip": "Domain-adapter weights in models/easyanimate or models/loras."}),
+            "adapter_name": (_lora_files(detect.DOMAIN_ADAPTER), {"tooltip": "Domain-adapter weights in models/easyanimate or models/loras."}),
             "scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
                                 "tooltip": "Inference scale alpha of the adapter; 0 removes it."}),
         }}

@@ -91,10 +91,21 @@ def _is_model_folder(filenames: list[str]) -> bool:
     return _MODEL_FOLDER_MARKER in filenames or any(f.startswith(_DIFFUSERS_WEIGHTS_PREFIX) for f in filenames)
 
 
-def model_files(key: str = MODEL_FOLDER) -> list[str]:
+def model_files(key: str = MODEL_FOLDER, loadable: str | None = None) -> list[str]:
     """Names for a model combo box: weight files, and model folders (a folder holding a
     ``config.json`` or ``diffusion_pytorch_model.*``) by their relative path. Files inside a model
-    folder are not listed separately: the folder is what a loader takes."""
+    folder are not listed separately: the folder is what a loader takes. ``loadable``: only what
+    that loader can take (a tag of ``checkpoints.detect.loadable_as``: config.json / key names
+    only, cached per file change)."""
+    names = _all_model_files(key)
+    if loadable is None:
+        return names
+    from ..easyanimate_core.checkpoints.detect import loadable_as
+
+    return [name for name in names if loadable in loadable_as(model_path(name, key))]
+
+
+def _all_model_files(key: str) -> list[str]:
     extensions = _weight_extensions(key)
     names = set()
     for root in _model_roots(key):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..easyanimate_core.checkpoints import detect
 from ..easyanimate_core.errors import CheckpointError, InputError
 from ..easyanimate_core.models.text_encoder import MAX_LENGTH, find_tokenizer, normalize_text_embeddings
 from ..easyanimate_core.text_cleaning import clean_caption
@@ -82,7 +83,7 @@ class VDiT_TextEncode:
 def _text_encoder_files() -> list:
     names = []
     for key in TEXT_ENCODER_FOLDERS:
-        names += [name for name in host.model_files(key) if name not in names]
+        names += [name for name in host.model_files(key, detect.T5) if name not in names]
     return names
 
 

@@ -7,6 +7,7 @@ import logging
 
 import torch
 
+from ..easyanimate_core.checkpoints import detect
 from ..easyanimate_core.errors import InputError
 from ..easyanimate_core.models.vae import SEAM_OPTIONS, Tiling, VideoVAE, load_vae
 from . import host
@@ -43,7 +44,7 @@ class VDiT_LoadSliceVAE:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "vae_name": (host.model_files(), {"tooltip": "A vae/ folder (config.json + weights), an EasyAnimate "
+            "vae_name": (host.model_files(loadable=detect.VAE), {"tooltip": "A vae/ folder (config.json + weights), an EasyAnimate "
                                                          "model folder with a vae/ subfolder, or a weights file."}),
             "dtype": (["auto", "fp32", "bf16", "fp16", "fp16 (compute in fp32)"],
                       {"default": "auto", "tooltip": "Weight precision. auto: bf16 on GPUs that support it, "

@@ -128,7 +128,8 @@ def test_model_folder_is_registered_next_to_yaml_paths(probe):
 
 def test_model_files_and_paths_use_comfy_folders(probe):
     out, base = probe
-    shipped = ["vdit_default/motion_lora/pan_left.safetensors", "vdit_default/text_encoder", "vdit_default/transformer", "vdit_default/vae"]
+    shipped = ["vdit_default/motion_lora/pan_left.safetensors", "vdit_default/motion_module.safetensors",
+    "vdit_default/pixart_base", "vdit_default/text_encoder", "vdit_default/transformer", "vdit_default/vae"]
     assert out["files"] == ["mm.safetensors", "v3/transformer", *shipped]
     assert out["resolved"] == [str(base / "models" / "easyanimate" / "mm.safetensors"),
                                str(base / "yaml_easyanimate" / "v3" / "transformer"),

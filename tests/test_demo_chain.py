@@ -33,6 +33,8 @@ def test_chain_writes_a_model_folder_in_the_published_layouts(smoke_run):
     model = root / "model"
     transformer = load_transformer(model / "transformer")
     assert transformer.config["basic_block_type"] == "global_motionmodule"   # stage 2 put motion modules in
+    split = load_transformer(model / "pixart_base", motion_module=model / "motion_module.safetensors")
+    assert split.config == transformer.config                                # shipped split, made by the export
     vae = load_vae(model / "vae")
     assert vae.scaling_factor != 1.0                                          # calibrated, not the placeholder
     stage1 = yaml.safe_load((root / "work" / "configs" / "vae.yaml").read_text())["model"]

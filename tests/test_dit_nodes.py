@@ -89,7 +89,7 @@ def test_node_definitions(nodes, models_dir):
             assert all(options[1].get("tooltip") for options in section.values()), node_id
         assert node.DESCRIPTION and node.CATEGORY.startswith("VideoDiT/") and node_id in nodes.NODE_DISPLAY_NAME_MAPPINGS
     names = nodes.VDiT_LoadDiT.INPUT_TYPES()["required"]["dit_name"][0]
-    assert "tiny-v1/transformer" in names and "tiny-pixart" in names and "tiny_mm.safetensors" in names
+    assert names == ["tiny-pixart", "tiny-v1/transformer"]  # motion modules and LoRAs go to their own loaders
     assert "zoom.safetensors" in nodes.VDiT_LoadLoRA.INPUT_TYPES()["required"]["lora_name"][0]
     assert nodes.VDiT_LoadDiT.RETURN_TYPES == ("VDIT_MODEL",)
     assert nodes.VDiT_LoadMotionModule.RETURN_TYPES == ("VDIT_MOTION",)
@@ -225,9 +225,13 @@ def test_motion_module_auto_reads_the_config_stored_with_the_weights(nodes, mode
         assert motion.config["motion_module_kwargs_odd"]["num_attention_heads"] == 3 and motion.preset == "v3"
         (applied,) = nodes.VDiT_ApplyMotionModule().apply(handle, motion)
         torch.testing.assert_close(_sample(applied), own)
-    (v3,) = nodes.VDiT_LoadMotionModule().load("three_mm.safetensors", "v3")
+    # a preset only fills in what the file does not declare: the stored config wins (saved "v1" workflows too)
+    for preset in ("v1", "v3"):
+        (chosen,) = nodes.VDiT_LoadMotionModule().load("three_mm.safetensors", preset)
+        assert chosen.config["motion_module_kwargs_odd"]["num_attention_heads"] == 3 and chosen.preset == "v3"
+    (bare_v3,) = nodes.VDiT_LoadMotionModule().load("three_bare.safetensors", "v3")
     with pytest.raises(InputError, match="does not fit its config"):
-        nodes.VDiT_ApplyMotionModule().apply(handle, v3)
+        nodes.VDiT_ApplyMotionModule().apply(handle, bare_v3)
 
     # nothing stored: a logged guess from the weights (96 is no multiple of 64: one head)
     with caplog.at_level("WARNING"):
@@ -242,7 +246,7 @@ def test_motion_module_auto_reads_the_config_stored_with_the_weights(nodes, mode
         nodes.VDiT_LoadMotionModule().load("three_mm.safetensors", "v4")
 
 
-def test_motion_module_auto_guesses_v2_at_the_released_width():
+def test_motion_module_auto_takes_the_standalone_release_at_the_released_width():
     from easyanimate_core.checkpoints import TRANSFORMER_PRESETS
     from easyanimate_core.models.motion_module import load_motion_module
 
@@ -251,6 +255,6 @@ def test_motion_module_auto_guesses_v2_at_the_released_width():
     config["num_layers"] = 1
     with torch.device("meta"):
         state = {k: v for k, v in VideoTransformer.from_config(config).state_dict().items() if ".attn_temporal." in k}
-    motion = load_motion_module(state, preset="auto")
-    assert motion.preset == "v2" and motion.hidden_size == 1152
-    assert motion.config["motion_module_kwargs"] == TRANSFORMER_PRESETS["v2"]["motion_module_kwargs"]
+    motion = load_motion_module(state, preset="auto")  # easyanimate_v1_mm is the only standalone release
+    assert motion.preset == "v1" and motion.hidden_size == 1152
+    assert motion.config["motion_module_kwargs"] == TRANSFORMER_PRESETS["v1"]["motion_module_kwargs"]

@@ -96,7 +96,8 @@ def test_devices_come_from_the_memory_manager(host, comfy):
     assert host.offload_device() == torch.device("cpu")
 
 
-SHIPPED_MODEL = ["vdit_default/motion_lora/pan_left.safetensors", "vdit_default/text_encoder", "vdit_default/transformer", "vdit_default/vae"]
+SHIPPED_MODEL = ["vdit_default/motion_lora/pan_left.safetensors", "vdit_default/motion_module.safetensors",
+    "vdit_default/pixart_base", "vdit_default/text_encoder", "vdit_default/transformer", "vdit_default/vae"]
 
 
 def test_model_folder_registration_keeps_yaml_paths_and_adds_extensions(host, tmp_path, monkeypatch):

@@ -177,7 +177,7 @@ def test_folder_with_pickled_weights_loads_safely(tiny, encoder, tmp_path):
 
 def test_unreadable_file_is_reported(tiny, tmp_path):
     (tmp_path / "t5.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(CheckpointError, match="could not be read as a weights file"):
+    with pytest.raises(CheckpointError, match="t5.safetensors is truncated or corrupt"):
         TextEncoder.load(tmp_path / "t5.safetensors", tokenizer_path=tiny / "tokenizer")
     empty = tmp_path / "empty_folder"
     empty.mkdir()

@@ -28,6 +28,7 @@ COMMANDS = {
     "demo-eval": ("training.demo.evaluate", "score a model folder on held-out prompts of the demo world"),
     "inspect": ("easyanimate_core.checkpoints.cli", "say what a checkpoint file or folder is"),
     "convert-checkpoint": ("training.checkpoint", "rewrite an old pickle-format training checkpoint safely"),
+    "split-motion-module": ("easyanimate_core.checkpoints.split", "split a video DiT into image base + motion module"),
 }
 
 

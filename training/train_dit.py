@@ -265,15 +265,10 @@ class Conditioner:
 def export_motion_module(model, path: Path) -> None:
     """The standalone motion-module file (the layout of ``easyanimate_v1_mm.safetensors``), with
     the motion config in its metadata: heads and attention types are invisible in the weights, and
-    the loaders' "auto" choice reads them from there."""
-    import json
+    the loaders read them from there."""
+    from easyanimate_core.models.motion_module import save_motion_module
 
-    from easyanimate_core.checkpoints import save_state_dict
-    from easyanimate_core.models.motion_module import CONFIG_METADATA_KEY, MOTION_CONFIG_KEYS
-
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if ".attn_temporal." in k}
-    motion_config = {k: v for k, v in model.config.items() if k in MOTION_CONFIG_KEYS}
-    save_state_dict(path, state, metadata={CONFIG_METADATA_KEY: json.dumps(motion_config)})
+    save_motion_module(path, {k: v.cpu() for k, v in model.state_dict().items()}, model.config)
 
 
 # ---------------------------------------------------------------- the run

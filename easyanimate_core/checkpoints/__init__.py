@@ -9,7 +9,7 @@ from .convert import (
     extract_motion_module,
 )
 from .detect import CheckpointInfo, detect_family, inspect_checkpoint
-from .io import load_config, load_state_dict, save_state_dict
+from .io import check_finite, load_config, load_state_dict, save_state_dict
 from .lora_keys import LoraPair, NormalizedLora, lora_state_dict, normalize_lora
 from .presets import TRANSFORMER_PRESETS, VAE_PRESETS, resolve_transformer_config, resolve_vae_config
 
@@ -19,6 +19,7 @@ __all__ = [
     "CheckpointInfo",
     "LoraPair",
     "NormalizedLora",
+    "check_finite",
     "check_motion_module_fits",
     "convert_pixart_original",
     "detect_family",

@@ -81,14 +81,7 @@ def inspect_checkpoint(path_or_state_dict, config=None, subfolder=None) -> Check
     if family in ("pixart", "pixart_original", "easyanimate_transformer"):
         _describe_transformer(info, state_dict, config)
     elif family == "motion_module":
-        facts = motion_module_facts(state_dict, source)
-        info.version = "v1"
-        info.config = facts
-        info.notes.append(
-            "standalone motion modules were published for v1 only; v2/v3 modules have the "
-            "same keys, so the attention type comes from the preset (v1: VanillaGrid)"
-        )
-        info.notes.append(HEADS_NOTE.format("v1"))
+        _describe_motion_module(info, state_dict, config)
     elif family == "video_vae":
         _describe_vae(info, kept, config)
     elif family == "sd_vae":
@@ -252,21 +245,29 @@ def transformer_facts(state_dict, source="the state dict") -> dict:
     return facts
 
 
-def transformer_version(facts) -> str | None:
-    """v3 = 12 input channels and/or CLIP projection; v2 = U-ViT skips with 4 input channels;
-    v1 = motion modules without skips (VanillaGrid); a bare PixArt has no version."""
+def transformer_version(facts, config=None) -> str | None:
+    """v3 = 12 input channels and/or CLIP projection. Otherwise a config that declares motion
+    modules says it (v1 grid, v2 temporal, v3 hybrid: see ``presets.motion_version``); from the
+    weights alone: v2 = motion modules and U-ViT skips, v1 = motion modules without skips
+    (VanillaGrid); an image DiT (no motion modules, skips or not) has no version."""
+    from .presets import IMAGE_BLOCKS, motion_keys, motion_version
+
     if facts["in_channels"] == 12 or facts["clip_projection"]:
         return "v3"
-    if facts["uvit"]:
-        return "v2"
-    if facts["motion_module"]:
-        return "v1"
-    return None
+    declared = motion_keys(config)
+    if declared and declared.get("basic_block_type") != IMAGE_BLOCKS:
+        return motion_version(declared)
+    if not facts["motion_module"]:
+        return None
+    return "v2" if facts["uvit"] else "v1"
 
 
 def _describe_transformer(info, state_dict, config):
+    from .presets import motion_keys
+
     facts = transformer_facts(state_dict, info.source)
-    info.version = facts.pop("version")
+    facts.pop("version")
+    info.version = transformer_version(facts, config)
     if info.family == "pixart_original":
         info.notes.append(
             "original PixArt layout: fused qkv / kv weights are split into to_q/to_k/to_v "
@@ -288,17 +289,35 @@ def _describe_transformer(info, state_dict, config):
     preset = info.version or "v1"
     if config is None or "num_attention_heads" not in config:
         info.notes.append(HEADS_NOTE.format(preset))
-    if info.version == "v1" and info.family == "easyanimate_transformer":
+    if info.version == "v1" and info.family == "easyanimate_transformer" and not motion_keys(config):
         info.notes.append("v1: motion modules without U-ViT skips (VanillaGrid)")
-    if info.family == "pixart":
+    if not facts["motion_module"]:
         info.notes.append(
-            "a PixArt base without motion modules: pair it with a motion module (easyanimate_v1_mm) for video"
+            "an image DiT without motion modules: pair it with a motion module (e.g. easyanimate_v1_mm) for video"
         )
     if facts["in_channels"] == 12 and not facts["clip_projection"]:
         info.notes.append("12 input channels but no clip_projection: image prompts cannot be used")
 
 
 # ----------------------------------------------------------------------------- motion modules
+
+
+def _describe_motion_module(info, state_dict, config):
+    from .presets import motion_keys, motion_version
+
+    info.config = motion_module_facts(state_dict, info.source)
+    declared = motion_keys(config)
+    if declared:
+        info.version = motion_version(declared)
+        info.config.update(declared)
+        info.notes.append("the motion config travels with the weights; the loaders use it")
+        return
+    info.version = "v1"
+    info.notes.append(
+        "standalone motion modules were published for v1 only; v2/v3 modules have the "
+        "same keys, so the attention type comes from the preset (v1: VanillaGrid)"
+    )
+    info.notes.append(HEADS_NOTE.format("v1"))
 
 
 def motion_module_facts(state_dict, source="the state dict") -> dict:
@@ -505,3 +524,80 @@ def _check_shapes(state_dict, expected, source):
                 f"{source} has a shape mismatch: {key} is {list(found)}, expected "
                 f"{list(shape)} for the sizes the other weights give."
             )
+
+
+# ----------------------------------------------------------------------------- what loads a path
+
+# Loader tags (:func:`loadable_as`): which of the pack's loaders can take a file or folder.
+DIT, MOTION_MODULE, VAE, T5, CLIP_VISION = "dit", "motion_module", "vae", "t5", "clip_vision"
+LORA, MOTION_LORA, DOMAIN_ADAPTER = "lora", "motion_lora", "domain_adapter"
+_CONFIG_MODEL_TYPES = {"t5": T5, "clip_vision_model": CLIP_VISION}
+_T5_ANCHOR = "encoder.final_layer_norm.weight"
+_loadable_cache: dict = {}
+
+
+def loadable_as(path) -> frozenset:
+    """The loaders that can take ``path`` (tags above): read from config.json's model_type and the
+    key names of a safetensors header / weights-only file, never the values, and cached until a
+    file it depends on changes (mtime or size). Unreadable or unknown files load nowhere (logged
+    once per change)."""
+    import logging
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    stamp = _stamp(path)
+    cached = _loadable_cache.get(str(path))
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    try:
+        tags = _loadable_as(path)
+    except (CheckpointError, OSError, ValueError) as error:
+        logging.getLogger(__name__).warning("%s is not listed by any loader: %s", path, error)
+        tags = frozenset()
+    if len(_loadable_cache) > 4096:  # models come and go; never grow without bound
+        _loadable_cache.clear()
+    _loadable_cache[os.fspath(path)] = (stamp, tags)
+    return tags
+
+
+def _stamp(path) -> tuple:
+    """What a cached answer depends on: the file itself, or every file directly in the folder."""
+    import os
+
+    if path.is_file():
+        info = path.stat()
+        return ((path.name, info.st_mtime_ns, info.st_size),)
+    with os.scandir(path) as entries:
+        return tuple(sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in entries if e.is_file()))
+
+
+def _loadable_as(path) -> frozenset:
+    import json
+
+    from .io import load_state_dict, transformers_weight_files
+
+    if path.is_dir() and (path / "config.json").is_file():
+        config = json.loads((path / "config.json").read_text())
+        tag = _CONFIG_MODEL_TYPES.get(config.get("model_type")) if isinstance(config, dict) else None
+        if tag is not None:
+            return frozenset((tag,)) if transformers_weight_files(path) else frozenset()
+    state = load_state_dict(path, device="meta")
+    keys = list(state)
+    if any(k.endswith(_T5_ANCHOR) for k in keys) and any(".SelfAttention." in k for k in keys):
+        return frozenset((T5,))
+    family = detect_family(state, str(path)) if keys else None
+    if family in ("pixart", "pixart_original", "easyanimate_transformer"):
+        return frozenset((DIT, MOTION_MODULE)) if any("attn_temporal" in k for k in keys) else frozenset((DIT,))
+    if family == "motion_module":
+        return frozenset((MOTION_MODULE,))
+    if family == "video_vae":
+        return frozenset((VAE,))
+    if family in ("lora_kohya", "lora_peft", "motion_lora"):
+        targets = [k for k in keys if not k.startswith("lora_te") and not k.endswith(".alpha")]
+        if targets and all("attn_temporal" in k for k in targets):
+            return frozenset((LORA, MOTION_LORA))
+        if targets and all(("attn1" in k or "attn2" in k) and "attn_temporal" not in k for k in targets):
+            return frozenset((LORA, DOMAIN_ADAPTER))
+        return frozenset((LORA,))
+    return frozenset()

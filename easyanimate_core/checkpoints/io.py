@@ -20,6 +20,8 @@ SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 WEIGHTS_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 SHARD_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
+# safetensors metadata entry in which a loose weights file carries its model config (JSON)
+CONFIG_METADATA_KEY = "config"
 # Wrappers that training frameworks put around a state dict (Lightning, DeepSpeed, plain dicts).
 WRAPPER_KEYS = ("state_dict", "module")
 
@@ -67,14 +69,24 @@ def weights_file(path, subfolder=None) -> Path:
     )
 
 
+def transformers_weight_files(folder) -> list[Path]:
+    """The weights files of a transformers model folder, as ``from_pretrained`` picks them:
+    safetensors (single or shards) when present, else ``pytorch_model*.bin``."""
+    folder = Path(folder)
+    return sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
+
+
 def load_config(path, subfolder=None) -> dict | None:
-    """The config.json of a model folder (or of the folder holding a diffusers weights file)."""
+    """The config that travels with the weights: the config.json of a model folder (or of the
+    folder holding a diffusers weights file), else, for a loose safetensors file, the JSON object
+    in its ``config`` metadata entry (how the pack's own exports carry it). None when there is none."""
     path = Path(path)
     if subfolder:
         path = path / subfolder
     folder = path if path.is_dir() else path.parent
     if path.is_file() and not path.name.startswith("diffusion_pytorch_model"):
-        return None  # a loose file does not own the config.json that happens to sit beside it
+        # a loose file does not own the config.json that happens to sit beside it
+        return _metadata_config(path) if path.suffix.lower() in SAFETENSORS_SUFFIXES else None
     config_file = folder / "config.json"
     if not config_file.is_file():
         return None
@@ -86,6 +98,25 @@ def load_config(path, subfolder=None) -> dict | None:
         ) from None
     if not isinstance(config, dict):
         raise CheckpointError(f"{config_file} holds a {type(config).__name__}, expected a JSON object.")
+    return config
+
+
+def _metadata_config(file) -> dict | None:
+    text = (read_safetensors_header(file).get("__metadata__") or {}).get(CONFIG_METADATA_KEY)
+    if text is None:
+        return None
+    try:
+        config = json.loads(text)
+    except ValueError as error:
+        raise CheckpointError(
+            f"{file} has a '{CONFIG_METADATA_KEY}' metadata entry that is not JSON ({error}); "
+            f"re-export the file, or give the config another way (a preset or a config.json)."
+        ) from None
+    if not isinstance(config, dict):
+        raise CheckpointError(
+            f"{file} has a '{CONFIG_METADATA_KEY}' metadata entry holding a {type(config).__name__}, "
+            f"expected a JSON object; re-export the file."
+        )
     return config
 
 
@@ -176,6 +207,12 @@ def _load_safetensors(file, device, keys):
         raise _corrupt(file, f"safetensors could not read it ({' '.join(str(error).split())})") from None
 
 
+# How torch's weights-only unpickler words a refusal; the wording changes between releases
+# ("Unsupported global: GLOBAL x.y", "unsupported GLOBAL x.y whose module x is blocked").
+_REFUSED_GLOBAL = re.compile(r"unsupported global:?\s+(?:global\s+)?([\w.]+)", re.IGNORECASE)
+_REFUSED_PICKLE = re.compile(r"unsupported (?:global|operand)|is blocked|not an allowed global", re.IGNORECASE)
+
+
 def _torch_load(file):
     # Memory-mapped, so reading a few tensors (or only shapes) of a large file stays cheap; the
     # pre-zip torch.save format cannot be mapped and is read whole.
@@ -191,8 +228,8 @@ def _load_weights_only_pickle(file, device, keys):
     try:
         loaded = _torch_load(file)
     except Exception as error:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, KeyError...
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
-        if found or "Unsupported global" in str(error) or "Unsupported operand" in str(error):
+        found = _REFUSED_GLOBAL.search(str(error))
+        if found or _REFUSED_PICKLE.search(str(error)):
             what = found.group(1) if found else "a Python object"
             raise CheckpointError(
                 f"{file} is a pickle that is not weights-only (it contains {what}); "
@@ -208,6 +245,29 @@ def _load_weights_only_pickle(file, device, keys):
     if device == "meta" or str(device) == "meta":
         return {name: torch.empty(t.shape, dtype=t.dtype, device="meta") for name, t in state_dict.items()}
     return {name: t.to(device) for name, t in state_dict.items()}
+
+
+def check_finite(tensors: dict, source="the checkpoint") -> None:
+    """Raise :class:`CheckpointError` when a floating-point tensor holds NaN or inf: such weights
+    load silently and then turn every output into NaN. One min/max pass per tensor (NaN
+    propagates through both, inf shows in one), exact and without a copy; fp8 has no such
+    kernel and is widened to fp16 (which holds every fp8 value) tensor by tensor."""
+    bad = [name for name, tensor in tensors.items() if tensor.device.type != "meta" and not _finite(tensor)]
+    if bad:
+        more = f" and {len(bad) - 1} more tensors" if len(bad) > 1 else ""
+        raise CheckpointError(
+            f"{source} holds NaN or infinite values (in {bad[0]}{more}); the file is damaged or was saved "
+            f"from a diverged training run: download it again or use an earlier checkpoint."
+        )
+
+
+def _finite(tensor: torch.Tensor) -> bool:
+    if not tensor.is_floating_point() or tensor.numel() == 0:
+        return True
+    if tensor.element_size() == 1:
+        tensor = tensor.to(torch.float16)
+    low, high = torch.aminmax(tensor)
+    return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
 
 
 def unwrap_state_dict(loaded, source="the checkpoint") -> dict[str, torch.Tensor]:

@@ -41,6 +41,35 @@ _PIXART_XL_2_512 = {
 }
 
 
+# ``basic_block_type`` values, spelled as the released config.json files spell them.
+IMAGE_BLOCKS = "basic"  # no motion modules: the PixArt image model
+MOTION_BLOCKS = "motionmodule"  # the same motion module config (motion_module_kwargs) in every block
+# The paper's hybrid motion module (v3), which the reference code calls "global_motionmodule":
+# even blocks attend over time (motion_module_kwargs_even), odd blocks over time and then globally
+# over every token of every frame (motion_module_kwargs_odd).
+HYBRID_MOTION_BLOCKS = "global_motionmodule"
+BLOCK_TYPES = (IMAGE_BLOCKS, MOTION_BLOCKS, HYBRID_MOTION_BLOCKS)
+# The config keys that describe the motion modules (what a standalone motion-module file carries).
+MOTION_CONFIG_KEYS = ("basic_block_type", "motion_module_type", "motion_module_kwargs",
+                      "motion_module_kwargs_even", "motion_module_kwargs_odd")
+
+
+def motion_keys(config: dict | None) -> dict:
+    """The motion-module part of a transformer config (empty when there is none)."""
+    return {k: v for k, v in (config or {}).items() if k in MOTION_CONFIG_KEYS}
+
+
+def motion_version(config: dict) -> str:
+    """The version a motion config describes: v1 for grid attention (VanillaGrid), v3 for the
+    hybrid modules (global attention, Global_Self), else v2 (temporal)."""
+    if config.get("motion_module_type") == "VanillaGrid":
+        return "v1"
+    attention_types = [kind for key, kwargs in config.items() if key.startswith("motion_module_kwargs")
+                       for kind in (kwargs or {}).get("attention_block_types", ())]
+    hybrid = config.get("basic_block_type") == HYBRID_MOTION_BLOCKS or "Global_Self" in attention_types
+    return "v3" if hybrid else "v2"
+
+
 def _motion_kwargs(heads, block_size, attention_block_types, **extra):
     return {
         "num_attention_heads": heads,
@@ -66,7 +95,7 @@ TRANSFORMER_PRESETS = {
     "v1": {
         **_PIXART_XL_2_512,
         **_COMMON_3D,
-        "basic_block_type": "motionmodule",
+        "basic_block_type": MOTION_BLOCKS,
         "motion_module_type": "VanillaGrid",
         "enable_uvit": False,
         "motion_module_kwargs": _motion_kwargs(8, 2, ["Temporal_Self", "Temporal_Self"]),
@@ -75,7 +104,7 @@ TRANSFORMER_PRESETS = {
     "v2": {
         **_PIXART_XL_2_512,
         **_COMMON_3D,
-        "basic_block_type": "motionmodule",
+        "basic_block_type": MOTION_BLOCKS,
         "motion_module_type": "Vanilla",
         "enable_uvit": True,
         "motion_module_kwargs": _motion_kwargs(8, 1, ["Temporal_Self", "Temporal_Self"]),
@@ -86,7 +115,7 @@ TRANSFORMER_PRESETS = {
         **_PIXART_XL_2_512,
         **_COMMON_3D,
         "in_channels": 12,
-        "basic_block_type": "global_motionmodule",
+        "basic_block_type": HYBRID_MOTION_BLOCKS,
         "motion_module_type": "Vanilla",
         "enable_uvit": True,
         "motion_module_kwargs_even": _motion_kwargs(
@@ -155,14 +184,18 @@ def _preset(presets, name, kind):
 
 
 def resolve_transformer_config(state_dict, config=None, preset=None, overrides=None, source=None) -> dict:
-    """Full transformer config: the preset (given, else the detected version; a plain PixArt
-    base defaults to v1, the version that pairs it with a separate motion module), then the
+    """Full transformer config: the preset (given, else the version the config or the weights
+    show, see ``detect.transformer_version``; a plain PixArt base defaults to v1, the version that pairs it with a separate motion module), then the
     values the weights fix, then config.json if given (it must agree with the weights; a larger
     in_channels is allowed, the loader zero-pads), then `overrides`, which win over everything."""
-    from .detect import transformer_facts
+    from .config_fields import TRANSFORMER_FIELDS, check_fields
+    from .detect import transformer_facts, transformer_version
 
+    for given, where in ((config, f"{source or 'the model'} config"), (overrides, "config override")):
+        if given is not None:
+            check_fields(given, TRANSFORMER_FIELDS, where)
     facts = transformer_facts(state_dict, source)
-    name = preset or facts["version"] or "v1"
+    name = preset or transformer_version(facts, {**(config or {}), **(overrides or {})}) or "v1"
     resolved = _preset(TRANSFORMER_PRESETS, name, "transformer")
     heads = next(
         source_dict["num_attention_heads"]

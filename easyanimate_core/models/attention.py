@@ -6,6 +6,8 @@ Every attention in the pack (DiT spatial / cross / temporal / global, VAE mid bl
 - ``"sdpa"`` (default): ``torch.nn.functional.scaled_dot_product_attention`` - flash or
   memory-efficient kernels on GPU, the blocked flash kernel on CPU;
 - ``"xformers"``: ``xformers.ops.memory_efficient_attention`` when installed and on CUDA;
+- ``"chunked"``: SDPA on pieces of at most ``CHUNKED_MAX_ELEMENTS`` scores, for the least memory
+  with very long sequences (kernels that materialise scores stay small);
 - ``"math"``: the explicit softmax(QK^T)V, only for tests and debugging.
 
 Independently of the kernel, work is split so that no call ever needs more than
@@ -21,23 +23,31 @@ import math
 import torch
 import torch.nn.functional as F
 
-_BACKENDS = ("sdpa", "xformers", "math")
+BACKENDS = ("sdpa", "xformers", "chunked", "math")
 _default_backend = "sdpa"
 
 # Upper bound on B*heads*Nq*Nk scores per kernel call (~512 MiB in fp32 if a kernel ever
-# materialises them).
+# materialises them); the "chunked" backend's bound (~16 MiB).
 MAX_ELEMENTS = 1 << 27
+CHUNKED_MAX_ELEMENTS = 1 << 22
+
+
+def check_backend(name: str) -> str:
+    """``name`` when it is a usable backend here, else one InputError saying what to choose."""
+    from ..errors import InputError
+
+    if name not in BACKENDS:
+        raise InputError(f"unknown attention backend {name!r}; choose one of {', '.join(BACKENDS)}.")
+    if name == "xformers" and not xformers_available():
+        raise InputError("attention backend 'xformers' was requested but xformers is not installed; "
+                         "pip install xformers or use 'sdpa'.")
+    return name
 
 
 def set_backend(name: str) -> None:
-    """Choose the kernel for all later calls: 'sdpa', 'xformers' or 'math'."""
+    """Choose the kernel for all later calls that do not name one (see the module docstring)."""
     global _default_backend
-    if name not in _BACKENDS:
-        raise ValueError(f"unknown attention backend {name!r}; choose one of {', '.join(_BACKENDS)}")
-    if name == "xformers" and not xformers_available():
-        raise ValueError("attention backend 'xformers' was requested but xformers is not installed; "
-                         "pip install xformers or use 'sdpa'")
-    _default_backend = name
+    _default_backend = check_backend(name)
 
 
 def get_backend() -> str:
@@ -61,6 +71,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     Returns ``(B, heads, Nq, d)``.
     """
     backend = backend or _default_backend
+    if backend == "chunked":
+        max_elements = min(max_elements, CHUNKED_MAX_ELEMENTS)
     b, h, nq, _ = q.shape
     nk = k.shape[2]
     per_item = h * nq * nk

@@ -53,6 +53,18 @@ class ClipImageEncoder:
                                   f"{VISION_MODEL_TYPE!r} (a CLIPVisionModelWithProjection); {fix}")
         from transformers import CLIPVisionModelWithProjection
 
+        from ..checkpoints import check_finite, load_state_dict
+        from ..checkpoints.io import transformers_weight_files
+
+        # Read once through the pack's own reader first: weights-only pickles and safetensors with
+        # one-line errors (transformers would raise torch's multi-line unpickling error), and no
+        # NaN / inf weights.
+        files = transformers_weight_files(path)
+        if not files:
+            raise CheckpointError(f"CLIP image encoder {path!r} holds no model.safetensors or pytorch_model.bin "
+                                  f"weights; {fix} with its weights")
+        for file in files:
+            check_finite(load_state_dict(file), str(file))
         try:
             model, info = CLIPVisionModelWithProjection.from_pretrained(
                 path, local_files_only=True, torch_dtype=dtype, output_loading_info=True)

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from ..errors import InputError
+from .layers import attention_backend, set_attention_backend
 from .lora import LoraWeights, apply_loras, linear_layers
 from .motion_module import MotionModuleSet
 from .transformer import VideoTransformer
@@ -85,6 +86,7 @@ class ModelHandle:
                 modules = self.motion.build()
                 # the compute dtype, also for fp8-stored models: motion modules are never stored in fp8
                 modules.to(device=model.device, dtype=model.dtype)
+                set_attention_backend(modules, attention_backend(model))  # the modules are shared
                 for block, module in zip(blocks, modules):
                     swapped.append((block, block.attn_temporal))
                     block.attn_temporal = module

@@ -27,6 +27,12 @@ class Linear(nn.Linear):
         super().__init__(in_features, out_features, bias=bias)
         self.adapters: list = []
 
+    def reset_parameters(self) -> None:
+        # Loaders build on ``meta`` and then assign the file's weights: random init there only
+        # costs time (about 0.3 s for a PixArt-XL-size DiT) and produces nothing.
+        if not self.weight.is_meta:
+            super().reset_parameters()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.weight, self.bias
         if weight.dtype != x.dtype:
@@ -69,6 +75,7 @@ class Attention(nn.Module):
         self.to_k = Linear(context_dim or query_dim, inner, bias=bias)
         self.to_v = Linear(context_dim or query_dim, inner, bias=bias)
         self.to_out = nn.ModuleList([Linear(inner, query_dim, bias=out_bias)])
+        self.backend: str | None = None  # attention kernel; None: the process-wide default
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -80,7 +87,7 @@ class Attention(nn.Module):
         q = self.to_q(x).view(b, n, self.heads, self.head_dim).transpose(1, 2)
         k = self.to_k(context).view(b, m, self.heads, self.head_dim).transpose(1, 2)
         v = self.to_v(context).view(b, m, self.heads, self.head_dim).transpose(1, 2)
-        out = attention(q, k, v, mask)
+        out = attention(q, k, v, mask, backend=self.backend)
         return self.to_out[0](out.transpose(1, 2).reshape(b, n, self.heads * self.head_dim))
 
     def value_only(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,6 +121,23 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net[2](self.net[0](x))
+
+
+def set_attention_backend(module: nn.Module, backend: str | None) -> None:
+    """Run every attention inside ``module`` with ``backend`` ("sdpa", "xformers", "chunked",
+    "math"; None: the process-wide default of ``attention.set_backend``)."""
+    from .attention import check_backend
+
+    if backend is not None:
+        check_backend(backend)
+    for layer in module.modules():
+        if isinstance(layer, Attention):
+            layer.backend = backend
+
+
+def attention_backend(module: nn.Module) -> str | None:
+    """The backend the attentions of ``module`` run with (that of its first attention)."""
+    return next((layer.backend for layer in module.modules() if isinstance(layer, Attention)), None)
 
 
 def zero_(module: nn.Module) -> nn.Module:

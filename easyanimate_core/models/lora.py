@@ -83,12 +83,13 @@ def load_lora(source, layers: dict[str, Linear], kind: str = "lora", adapter_con
     kohya files are skipped with a note: this pack applies LoRAs to the DiT only). ``name``
     names the file in messages when ``source`` is a state dict.
     """
-    from ..checkpoints import load_state_dict, normalize_lora
+    from ..checkpoints import check_finite, load_state_dict, normalize_lora
 
     if kind not in LORA_KINDS:
         raise InputError(f"unknown LoRA kind {kind!r}; expected one of {', '.join(LORA_KINDS)}.")
     name = name or ("the LoRA" if isinstance(source, dict) else str(source))
     state = source if isinstance(source, dict) else load_state_dict(source)
+    check_finite(state, name)
     has_motion = any(is_motion_attention(n) for n in layers)
     if not has_motion and (kind == "motion_lora" or any("attn_temporal" in k for k in state)):
         what = "is a MotionLoRA" if kind == "motion_lora" else "modifies motion modules"

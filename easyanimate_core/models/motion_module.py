@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoints.config_fields import MOTION_FIELDS, check_fields
+from ..checkpoints.presets import HYBRID_MOTION_BLOCKS, MOTION_BLOCKS, MOTION_CONFIG_KEYS, motion_keys, motion_version
 from ..errors import InputError
 from .embeddings import frame_pos_embed
 from .layers import Attention, FeedForward, LayerNorm, Linear, zero_
@@ -54,6 +56,7 @@ def motion_options(kwargs: dict | None, motion_module_type: str) -> dict:
     if motion_module_type not in MOTION_MODULE_TYPES:
         raise InputError(f"motion_module_type {motion_module_type!r} is not supported; "
                          f"expected one of {', '.join(MOTION_MODULE_TYPES)} (fix the model config).")
+    check_fields(kwargs or {}, MOTION_FIELDS, "motion module config")
     unknown = set(kwargs or {}) - set(MOTION_DEFAULTS)
     if unknown:
         raise InputError(f"motion module config has unknown keys {sorted(unknown)}; expected only "
@@ -63,6 +66,9 @@ def motion_options(kwargs: dict | None, motion_module_type: str) -> dict:
         if opts[key] not in (None, False):
             raise InputError(f"motion module option {key}={opts[key]!r} has no released weights and is not "
                              f"supported; remove it from the model config.")
+    if not isinstance(opts["attention_block_types"], (list, tuple)):
+        raise InputError(f"motion module config field attention_block_types is {opts['attention_block_types']!r} "
+                         f"but must be a list such as [\"Temporal_Self\", \"Temporal_Self\"] (fix the model config).")
     modes = []
     for name in opts["attention_block_types"]:
         if name not in ("Temporal_Self", "Global_Self"):
@@ -177,8 +183,6 @@ class MotionModule(nn.Module):
 
 
 # ----- standalone motion modules ----------------------------------------------------------------
-MOTION_CONFIG_KEYS = ("basic_block_type", "motion_module_type", "motion_module_kwargs",
-                      "motion_module_kwargs_even", "motion_module_kwargs_odd")
 
 
 class MotionModuleSet:
@@ -206,8 +210,8 @@ class MotionModuleSet:
 
     def options(self, index: int) -> dict:
         c = self.config
-        kind = c.get("basic_block_type", "motionmodule")
-        key = "motion_module_kwargs" if kind != "global_motionmodule" else (
+        kind = c.get("basic_block_type", MOTION_BLOCKS)
+        key = "motion_module_kwargs" if kind != HYBRID_MOTION_BLOCKS else (
             "motion_module_kwargs_even" if index % 2 == 0 else "motion_module_kwargs_odd")
         return motion_options(c.get(key), c.get("motion_module_type", "VanillaGrid"))
 
@@ -231,110 +235,103 @@ class MotionModuleSet:
         return self._modules
 
 
-AUTO = "auto"  # the preset name that reads the motion config instead of assuming one
+AUTO = "auto"  # no preset: the config stored with the weights, else the version the weights show
 RELEASED_WIDTH = 1152  # PixArt-XL-2: the width of every released DiT and motion module
-CONFIG_METADATA_KEY = "config"  # safetensors metadata entry that may hold the model config (JSON)
+STANDALONE_RELEASE = "v1"  # the only version published as a standalone motion-module file
 
 
 def load_motion_module(source, config=None, preset: str | None = None) -> MotionModuleSet:
     """A standalone motion-module file (or a full transformer file / folder, whose motion modules
-    are taken), or a state dict. ``config``: a preset name, or a dict whose motion keys override
-    ``preset`` ("v1" by default: the only standalone release; "auto": see
-    :func:`auto_motion_config`)."""
-    from ..checkpoints import TRANSFORMER_PRESETS, drop_training_keys, extract_motion_module, load_state_dict
+    are taken), or a state dict, with the config it runs with.
 
-    name = "the motion module" if isinstance(source, dict) else str(source)
-    state = source if isinstance(source, dict) else load_state_dict(source)
-    state, _ = drop_training_keys(extract_motion_module(state, name))
+    Heads and attention types are invisible in weights. They come from, highest first:
+
+    1. the motion keys of ``config`` when it is a dict (explicit overrides);
+    2. the config that travels with the weights (:func:`checkpoints.load_config`: a folder's
+       config.json, a loose safetensors file's ``config`` metadata, as ``dit-motion`` and
+       ``split-motion-module`` write it), so a file that carries its config always loads as trained;
+    3. ``preset`` ("v1", "v2", "v3"; also accepted as ``config="v1"``) for what the file does not
+       declare. Without one ("auto", the default): the version the stored config describes; for
+       a file that stores none, the version a full transformer's weights show, v1 for a standalone
+       file at the released width (the only standalone release), else a guess (logged).
+    """
+    from ..checkpoints import (
+        TRANSFORMER_PRESETS,
+        check_finite,
+        drop_training_keys,
+        extract_motion_module,
+        load_config,
+        load_state_dict,
+    )
+
     if isinstance(config, str):
         preset, config = config, None
-    preset, overrides = preset or "v1", config or {}
-    if preset == AUTO:
-        preset, motion_config = auto_motion_config(source, state, name)
-    elif preset in TRANSFORMER_PRESETS:
-        motion_config = {k: v for k, v in TRANSFORMER_PRESETS[preset].items() if k in MOTION_CONFIG_KEYS}
-    else:
+    if preset not in (None, AUTO, *TRANSFORMER_PRESETS):
         raise InputError(f"unknown motion-module preset {preset!r}; expected one of "
                          f"{', '.join((*TRANSFORMER_PRESETS, AUTO))}.")
-    motion_config.update({k: v for k, v in overrides.items() if k in MOTION_CONFIG_KEYS})
-    return MotionModuleSet(state, motion_config, preset, name)
+    name = "the motion module" if isinstance(source, dict) else str(source)
+    full = source if isinstance(source, dict) else load_state_dict(source)
+    state, _ = drop_training_keys(extract_motion_module(full, name))
+    check_finite(state, name)
+    declared = None if isinstance(source, dict) else motion_keys(load_config(source))
+    if preset in TRANSFORMER_PRESETS:
+        version = preset
+    elif declared:
+        version = motion_version(declared)
+    else:
+        version, declared = _undeclared_motion_config(full, state, name)
+    motion_config = {**motion_keys(TRANSFORMER_PRESETS[version]), **(declared or {}), **motion_keys(config)}
+    return MotionModuleSet(state, motion_config, motion_version(motion_config), name)
 
 
-def auto_motion_config(source, state: dict, name: str) -> tuple:
-    """(version, motion config) of motion modules whose preset is not known. Heads and attention
-    types are invisible in weights, so in this order:
+def save_motion_module(path, state_dict: dict, config: dict) -> None:
+    """Write a standalone motion-module file (the ``easyanimate_v1_mm`` layout: only the
+    ``transformer_blocks.N.attn_temporal.*`` tensors of ``state_dict``) with the motion keys of
+    ``config`` in its metadata, so that it reloads as trained without a preset."""
+    import json
 
-    1. a config that travels with the weights: the ``config`` JSON in the safetensors metadata,
-       else the ``config.json`` of the folder given or of the folder holding the file (a release's
-       ``transformer/`` folder, a trained model's export), when it has motion keys;
-    2. otherwise a guess from the weights: at the released width (1152) the v2 preset (temporal
-       attention, 8 heads; v1 grid and v3 global attention look the same in weights); at other
-       widths temporal attention with 64-wide heads (one head when the width is not a multiple
-       of 64), the block and attention counts read off the weights. The guess is logged.
+    from ..checkpoints import save_state_dict
+    from ..checkpoints.io import CONFIG_METADATA_KEY
 
-    The version is what the config describes: v1 for grid attention (VanillaGrid), v3 for
-    global attention (Global_Self), else v2."""
+    declared = motion_keys(config)
+    if not declared:
+        raise InputError(f"cannot save {path}: the config has no motion-module keys "
+                         f"({', '.join(MOTION_CONFIG_KEYS)}); pass the video DiT's config.")
+    tensors = {k: v.detach() for k, v in state_dict.items() if ".attn_temporal." in k}
+    if not tensors:
+        raise InputError(f"cannot save {path}: the state dict has no motion-module tensors "
+                         f"(transformer_blocks.N.attn_temporal.*); pass a video DiT's weights.")
+    save_state_dict(path, tensors, metadata={CONFIG_METADATA_KEY: json.dumps(declared)})
+
+
+def _undeclared_motion_config(full: dict, state: dict, name: str) -> tuple:
+    """(version, config or None) for motion modules stored without a config: a full transformer's
+    detected version, the standalone release at the released width, else a guess from the weights."""
     import logging
 
-    from ..checkpoints import TRANSFORMER_PRESETS
+    from ..checkpoints.detect import motion_module_facts, transformer_facts
 
-    declared = _declared_motion_config(source)
-    if declared is None:
-        declared = _guessed_motion_config(state, name)
-        kwargs = declared.get("motion_module_kwargs") or declared["motion_module_kwargs_even"]
-        logging.getLogger(__name__).warning(
-            "%s carries no motion config (safetensors metadata '%s' or a config.json beside it); guessed temporal "
-            "attention, heads: %d. Choose the preset it was trained with if it moves badly.",
-            name, CONFIG_METADATA_KEY, kwargs["num_attention_heads"])
-    attention_types = [name for key, kwargs in declared.items() if key.startswith("motion_module_kwargs")
-                       for name in (kwargs or {}).get("attention_block_types", ())]
-    if declared.get("motion_module_type") == "VanillaGrid":
-        version = "v1"
-    elif "Global_Self" in attention_types:
-        version = "v3"
-    else:
-        version = "v2"
-    base = {k: v for k, v in TRANSFORMER_PRESETS[version].items() if k in MOTION_CONFIG_KEYS}
-    return version, {**base, **declared}
-
-
-def _declared_motion_config(source) -> dict | None:
-    """The motion keys of the config stored with ``source`` (see :func:`auto_motion_config`)."""
-    import json
-    from pathlib import Path
-
-    from ..checkpoints import load_config
-    from ..checkpoints.io import read_safetensors_header, weights_file
-    from ..errors import CheckpointError
-
-    if isinstance(source, dict):
-        return None
-    path = Path(source)
-    file = weights_file(path)
-    configs = []
-    if file.suffix == ".safetensors":
-        text = (read_safetensors_header(file).get("__metadata__") or {}).get(CONFIG_METADATA_KEY)
-        if text is not None:
-            try:
-                configs.append(json.loads(text))
-            except ValueError as error:
-                raise CheckpointError(f"{file} has a '{CONFIG_METADATA_KEY}' metadata entry that is not JSON "
-                                      f"({error}); re-export the file or choose a motion preset.") from None
-    configs.append(load_config(path if path.is_dir() else path.parent))
-    for config in configs:
-        motion = {k: v for k, v in config.items() if k in MOTION_CONFIG_KEYS} if isinstance(config, dict) else None
-        if motion:
-            return motion
-    return None
+    if len(full) > len(state) and any(k.startswith("transformer_blocks.") and ".attn1." in k for k in full):
+        version = transformer_facts(full, name)["version"]
+        if version is not None:
+            return version, None
+    if motion_module_facts(state, name)["hidden_size"] == RELEASED_WIDTH:
+        return STANDALONE_RELEASE, None
+    guessed = _guessed_motion_config(state, name)
+    kwargs = guessed.get("motion_module_kwargs") or guessed["motion_module_kwargs_even"]
+    logging.getLogger(__name__).warning(
+        "%s carries no motion config (safetensors metadata or a config.json in its folder); guessed temporal "
+        "attention, heads: %d. Choose the preset it was trained with if it moves badly.",
+        name, kwargs["num_attention_heads"])
+    return motion_version(guessed), guessed
 
 
 def _guessed_motion_config(state: dict, name: str) -> dict:
-    from ..checkpoints import TRANSFORMER_PRESETS
+    """At a width no release has: temporal attention with 64-wide heads (one head when the width
+    is not a multiple of 64), the block and attention counts read off the weights."""
     from ..checkpoints.detect import MOTION_PREFIX, motion_module_facts
 
     facts = motion_module_facts(state, name)
-    if facts["hidden_size"] == RELEASED_WIDTH:
-        return {k: v for k, v in TRANSFORMER_PRESETS["v2"].items() if k in MOTION_CONFIG_KEYS}
     inner = facts["inner_dim"]
 
     def kwargs(index: int) -> dict:
@@ -349,7 +346,7 @@ def _guessed_motion_config(state: dict, name: str) -> dict:
 
     even, odd = kwargs(0), kwargs(min(1, facts["depth"] - 1))
     if even == odd:
-        return {"basic_block_type": "motionmodule", "motion_module_type": "Vanilla", "motion_module_kwargs": even}
+        return {"basic_block_type": MOTION_BLOCKS, "motion_module_type": "Vanilla", "motion_module_kwargs": even}
     # hybrid modules differ in attention count between even and odd blocks
-    return {"basic_block_type": "global_motionmodule", "motion_module_type": "Vanilla",
+    return {"basic_block_type": HYBRID_MOTION_BLOCKS, "motion_module_type": "Vanilla",
             "motion_module_kwargs_even": even, "motion_module_kwargs_odd": odd}

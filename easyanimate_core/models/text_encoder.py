@@ -56,22 +56,28 @@ def _open_weights(files: Sequence[Path]) -> dict:
     called, so converting T5-XXL tensor by tensor never holds two full copies in memory."""
     from safetensors import safe_open
 
+    from ..checkpoints import load_state_dict
+    from ..checkpoints.io import read_safetensors_header
+
     loaders = {}
     for file in files:
+        if file.suffix != ".safetensors":  # weights-only and memory-mapped, with the checkpoints' messages
+            loaders.update({key: partial(lambda v: v, value) for key, value in load_state_dict(file).items()})
+            continue
+        read_safetensors_header(file)  # a truncated download is reported before any tensor is read
         try:
-            if file.suffix == ".safetensors":
-                handle = safe_open(str(file), framework="pt")
-                loaders.update({key: partial(handle.get_tensor, key) for key in handle.keys()})
-            else:  # memory-mapped, and never unpickling arbitrary objects
-                state = torch.load(str(file), map_location="cpu", weights_only=True, mmap=True)
-                loaders.update({key: partial(lambda v: v, value) for key, value in state.items()})
-        except Exception as error:
-            raise CheckpointError(f"{file} could not be read as a weights file ({error}); re-download it") from error
+            handle = safe_open(str(file), framework="pt")
+        except Exception as error:  # noqa: BLE001 - the safetensors library raises its own error types
+            raise CheckpointError(f"{file} could not be read as a weights file ({' '.join(str(error).split())}); "
+                                  f"download it again") from None
+        loaders.update({key: partial(handle.get_tensor, key) for key in handle.keys()})  # noqa: SIM118
     return loaders
 
 
 def _encoder_tensors(loaders: dict, source: Path, dtype: torch.dtype | None) -> dict:
     """The encoder's tensors under HF names, scaled-fp8 weights dequantised, cast to ``dtype``."""
+    from ..checkpoints import check_finite
+
     prefixes = [k[: -len(_ANCHOR)] for k in loaders if k.endswith(_ANCHOR)]
     if len(prefixes) != 1:
         sample = ", ".join(sorted(loaders)[:3])
@@ -94,6 +100,7 @@ def _encoder_tensors(loaders: dict, source: Path, dtype: torch.dtype | None) -> 
         # T5 v1.1 overflows fp16 in the feed-forward output; transformers keeps `wo` in fp32 too
         target = torch.float32 if dtype == torch.float16 and key.endswith("DenseReluDense.wo.weight") else dtype
         value = load()
+        check_finite({key: value}, source)  # as read: a cast could turn large values into inf
         tensors[key] = value.to(target) if scale is None else (value.to(torch.float32) * scale().float()).to(target)
     return tensors
 
@@ -145,12 +152,14 @@ class TextEncoder:
         ``dtype`` None keeps the stored precision (fp8 files become bf16)."""
         from transformers import T5Config, T5TokenizerFast
 
+        from ..checkpoints.io import transformers_weight_files
+
         path = Path(path)
         if not path.exists():
             raise CheckpointError(f"text encoder {path} does not exist; check the path or the file name")
         weights_dir = path / "text_encoder" if (path / "text_encoder").is_dir() else path
         if weights_dir.is_dir():
-            files = sorted(weights_dir.glob("*.safetensors")) or sorted(weights_dir.glob("pytorch_model*.bin"))
+            files = transformers_weight_files(weights_dir)
             if not files:
                 raise CheckpointError(f"{weights_dir} holds no *.safetensors or pytorch_model*.bin weights; "
                                       "point to the T5 text_encoder folder or a t5xxl .safetensors file")

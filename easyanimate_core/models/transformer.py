@@ -40,15 +40,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..checkpoints.config_fields import TRANSFORMER_FIELDS, check_fields
+from ..checkpoints.presets import BLOCK_TYPES, IMAGE_BLOCKS, MOTION_BLOCKS
 from ..errors import CheckpointError, InputError
 from .embeddings import patch_pos_embed, timestep_embedding
-from .layers import Attention, FeedForward, Linear, layer_norm, zero_
+from .layers import Attention, FeedForward, Linear, layer_norm, set_attention_backend, zero_
 from .motion_module import MotionModule, motion_options
 
 # Options of the reference class that have no released weights; they must be off.
 _UNSUPPORTED_FLAGS = ("patch_3d", "fake_3d", "casual_3d", "time_position_encoding_before_transformer",
                       "qk_norm", "after_norm")
-BLOCK_TYPES = ("basic", "motionmodule", "global_motionmodule")
 CLIP_CHANNELS = 768  # CLIP ViT-L/14 image embeddings (v3 InP)
 CLIP_TOKENS = 8  # each CLIP embedding becomes 8 context tokens
 
@@ -59,6 +60,7 @@ def model_options(config: dict) -> dict:
     A config without any motion-module keys (a plain PixArt ``config.json``) builds the image
     model (``basic_block_type`` defaults to "basic"); otherwise the reference default applies.
     """
+    check_fields(config, TRANSFORMER_FIELDS)
     c = dict(config)
     for flag in _UNSUPPORTED_FLAGS:
         if c.get(flag):
@@ -73,7 +75,7 @@ def model_options(config: dict) -> dict:
     if c.get("norm_elementwise_affine", False):
         raise InputError("model config norm_elementwise_affine=true is not PixArt's layout; set it to false.")
     has_motion = any(k in c for k in ("motion_module_kwargs", "motion_module_kwargs_even", "motion_module_kwargs_odd"))
-    block_type = c.get("basic_block_type", "motionmodule" if has_motion else "basic")
+    block_type = c.get("basic_block_type", MOTION_BLOCKS if has_motion else IMAGE_BLOCKS)
     if block_type not in BLOCK_TYPES:
         raise InputError(f"basic_block_type {block_type!r} is not supported; expected one of "
                          f"{', '.join(BLOCK_TYPES)} (fix the model config).")
@@ -87,11 +89,11 @@ def model_options(config: dict) -> dict:
     sample_size = int(c["sample_size"])
     interpolation_scale = c.get("interpolation_scale") or max(sample_size // 64, 1)
     motion_type = c.get("motion_module_type", "VanillaGrid")
-    if block_type == "basic":
+    if block_type == IMAGE_BLOCKS:
         per_block = [None] * depth
-    elif block_type == "motionmodule":
+    elif block_type == MOTION_BLOCKS:
         per_block = [motion_options(c.get("motion_module_kwargs"), motion_type)] * depth
-    else:
+    else:  # HYBRID_MOTION_BLOCKS: temporal modules in even blocks, temporal + global in odd ones
         per_block = [motion_options(c.get("motion_module_kwargs_even" if i % 2 == 0 else "motion_module_kwargs_odd"),
                                     motion_type) for i in range(depth)]
     return {
@@ -182,6 +184,14 @@ class Projection(nn.Module):
         return self.linear_2(F.gelu(self.linear_1(x), approximate="tanh"))
 
 
+def _scaled_randn(rows: int, dim: int) -> torch.Tensor:
+    """PixArt's modulation-table init, randn / sqrt(dim). Built on ``meta`` (every load) the values
+    are never used, and randn or arithmetic on meta tensors imports sympy / torch._dynamo (about
+    1 s, once per process), so there the table is only allocated."""
+    table = torch.empty(rows, dim)
+    return table if table.is_meta else torch.randn(rows, dim) / dim ** 0.5
+
+
 class DiTBlock(nn.Module):
     """One PixArt block with a motion module between self- and cross-attention."""
 
@@ -189,7 +199,7 @@ class DiTBlock(nn.Module):
         super().__init__()
         dim = o["dim"]
         self.eps = o["eps"]
-        self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim ** 0.5)
+        self.scale_shift_table = nn.Parameter(_scaled_randn(6, dim))
         self.attn1 = Attention(dim, o["heads"], o["head_dim"], o["attention_bias"])
         self.attn_temporal = MotionModule(dim, motion) if motion is not None else None
         self.attn2 = Attention(dim, o["heads"], o["head_dim"], o["attention_bias"], context_dim=o["context_dim"])
@@ -221,7 +231,7 @@ class VideoTransformer(nn.Module):
         self.transformer_blocks = nn.ModuleList([DiTBlock(o, o["motion"][i]) for i in range(o["depth"])])
         if o["uvit_skips"]:
             self.long_connect_fc = zero_(nn.ModuleList([Linear(dim, dim) for _ in range(o["uvit_skips"])]))
-        self.scale_shift_table = nn.Parameter(torch.randn(2, dim) / dim ** 0.5)
+        self.scale_shift_table = nn.Parameter(_scaled_randn(2, dim))
         self.proj_out = Linear(dim, o["patch_size"] ** 2 * o["out_channels"])
         self.adaln_single = AdaLNSingle(dim, o["additional_conditions"])
         if o["caption_channels"] is not None:
@@ -440,38 +450,52 @@ NEW_PARTS = ("attn_temporal.", "long_connect_fc.", "clip_projection.")
 
 
 def load_transformer(path, motion_module=None, config=None, dtype: torch.dtype | None = None,
-                     device=None, compute_dtype: torch.dtype | None = None) -> VideoTransformer:
+                     device=None, compute_dtype: torch.dtype | None = None,
+                     attention_backend: str | None = None) -> VideoTransformer:
     """Load the video DiT from a released ``transformer/`` folder (config.json + weights), a model
     folder containing ``transformer/``, or a single weights file (full EasyAnimate transformer,
     PixArt base in diffusers or original layout).
 
     ``motion_module``: a standalone motion-module file / state dict / :class:`MotionModuleSet`
-    put into every block (one motion module, many DiT bases). ``config``: a preset name
-    ("v1", "v2", "v3") or a dict of config keys that override the file's config.json / preset.
-    Heads and attention types are not visible in weights: they come from config.json, else the
-    preset of the detected version (a bare PixArt base with a motion module defaults to v1; a
-    bare PixArt base alone loads as the image model).
+    put into every block (one motion module, many DiT bases); its config comes with it (see
+    :func:`~.motion_module.load_motion_module`). ``config``: a preset name ("v1", "v2", "v3";
+    "auto" or None: none) or a dict of config keys that override the file's config / preset.
+    Heads and attention types are not visible in weights: they come from the config that travels
+    with the weights (config.json, or a loose safetensors file's ``config`` metadata), else the
+    preset of the detected version (a bare PixArt base takes the motion module's version; a bare
+    PixArt base alone loads as the image model).
 
     Loading is strict: unexpected keys and wrong shapes raise :class:`CheckpointError`; missing
     keys are allowed only for the parts a video model adds (motion modules, U-ViT skips, CLIP
     projection), which are then created as exact no-ops and listed in ``model.load_report``.
     ``pos_encoder.pe`` buffers are accepted and ignored (the PE is regenerated).
+
+    ``attention_backend``: the kernel every attention of this model runs with ("sdpa",
+    "xformers" when installed, "chunked"; None: the process-wide default, SDPA).
     """
     from pathlib import Path
 
     from .. import checkpoints as ck
-    from .motion_module import MotionModuleSet, load_motion_module
+    from .attention import check_backend
+    from .motion_module import AUTO, MotionModuleSet, load_motion_module
 
+    if isinstance(config, str) and config not in (AUTO, *ck.TRANSFORMER_PRESETS):
+        raise InputError(f"unknown transformer preset {config!r}; expected one of "
+                         f"{', '.join((AUTO, *ck.TRANSFORMER_PRESETS))}.")
+    if attention_backend is not None:
+        check_backend(attention_backend)
     path = Path(path)
     subfolder = "transformer" if path.is_dir() and (path / "transformer").is_dir() else None
     source = str(path / subfolder) if subfolder else str(path)
     state = ck.load_state_dict(path, subfolder)
+    ck.check_finite(state, source)
     if ck.convert.is_pixart_original(list(state)):
         state = ck.convert_pixart_original(state, source)
     state, dropped = ck.drop_training_keys(state)
     file_config = ck.load_config(path, subfolder)
 
     preset, overrides = (config, None) if isinstance(config, str) else (None, config)
+    preset = None if preset == AUTO else preset
     motion = None
     if motion_module is not None:
         motion = motion_module if isinstance(motion_module, MotionModuleSet) else load_motion_module(
@@ -482,7 +506,7 @@ def load_transformer(path, motion_module=None, config=None, dtype: torch.dtype |
     resolved = ck.resolve_transformer_config(state, config=file_config, preset=preset, overrides=overrides,
                                              source=source)
     if preset is None and not has_motion_keys and motion is None and not _declares_motion(file_config, overrides):
-        resolved["basic_block_type"] = "basic"  # a bare image base loads as the image model
+        resolved["basic_block_type"] = IMAGE_BLOCKS  # a bare image base loads as the image model
     if motion is not None:
         resolved.update(motion.config)
         motion.check_fits(int(resolved["num_attention_heads"]) * int(resolved["attention_head_dim"]),
@@ -493,7 +517,11 @@ def load_transformer(path, motion_module=None, config=None, dtype: torch.dtype |
 
     with torch.device("meta"):
         model = VideoTransformer(resolved)
-    report = _fit_state_dict(model, state, source)
+    # Without any config the motion-module layout is a preset's guess: a misfit means a config is
+    # needed, not that the file is damaged.
+    guessed = None if file_config is not None or _declares_motion(overrides) or motion is not None \
+        else _resolved_version(resolved)
+    report = _fit_state_dict(model, state, source, guessed)
     report["dropped"] = dropped
     model.load_report = report
     if report["initialised"]:
@@ -504,6 +532,7 @@ def load_transformer(path, motion_module=None, config=None, dtype: torch.dtype |
     model.to(device=device or "cpu", dtype=stored if stored.is_floating_point else torch.float32)
     if dtype is not None:
         model.set_weight_dtype(dtype, compute_dtype)
+    set_attention_backend(model, attention_backend)
     return model.eval()
 
 
@@ -511,11 +540,30 @@ def _declares_motion(*configs) -> bool:
     return any(c and any(k.startswith("motion_module_kwargs") for k in c) for c in configs)
 
 
-def _fit_state_dict(model: VideoTransformer, state: dict, source: str) -> dict:
+def _resolved_version(config: dict) -> str:
+    """The version whose preset a config was completed from (for messages)."""
+    from ..checkpoints.presets import motion_version
+
+    return "v3" if config.get("in_channels") == 12 else motion_version(config)
+
+
+def _needs_config(source: str, preset: str, example: str) -> CheckpointError:
+    return CheckpointError(
+        f"{source} comes without a motion-module config and its motion modules do not fit the {preset} preset "
+        f"(e.g. {example}); "
+        f"heads and attention types are not stored in weights, so give its config: keep the file in its "
+        f"transformer/ folder next to config.json, or pass config= the preset it was trained as (v1/v2/v3) or a "
+        f"dict of its config keys (node: config_preset).")
+
+
+def _fit_state_dict(model: VideoTransformer, state: dict, source: str, guessed: str | None) -> dict:
     """Load ``state`` into a model built on ``meta`` (no double allocation); build the new parts
-    the file lacks. Returns the report {"initialised": [...]}."""
+    the file lacks. ``guessed``: the preset the config was taken from when no config came with
+    the file (misfits are then reported as a missing config). Returns {"initialised": [...]}."""
     expected = model.state_dict()
     unexpected = [k for k in state if k not in expected]
+    if unexpected and guessed and any(".attn_temporal." in k for k in unexpected):
+        raise _needs_config(source, guessed, f"{unexpected[0]} is not in the preset's layout")
     if unexpected:
         raise CheckpointError(f"{source} has {len(unexpected)} keys this model does not have (e.g. "
                               f"{', '.join(unexpected[:3])}); check the config preset (v1/v2/v3) matches the file.")
@@ -529,22 +577,25 @@ def _fit_state_dict(model: VideoTransformer, state: dict, source: str) -> dict:
         raise CheckpointError(f"{source} is missing {len(fatal)} required keys (e.g. {', '.join(fatal[:3])}); "
                               f"it is not a complete PixArt / EasyAnimate transformer.")
     model.load_state_dict(state, strict=False, assign=True)
-    fresh = _fresh_parts(model, missing)
+    fresh = _fresh_parts(model, missing, source, guessed)
     for name in fresh:
         _rebuild_part(model, name)
     return {"initialised": fresh}
 
 
-def _fresh_parts(model: VideoTransformer, missing: list) -> list:
+def _fresh_parts(model: VideoTransformer, missing: list, source: str, guessed: str | None) -> list:
     """The module names to build anew: whole motion modules / skip list / CLIP projection.
-    A part present only partly in the file is corrupt."""
+    A part present only partly in the file is corrupt, or, for a motion module whose layout only
+    a preset gave, a sign that the file needs its config."""
     parts = sorted({k.split(".attn_temporal.")[0] + ".attn_temporal" if ".attn_temporal." in k else k.split(".")[0]
                     for k in missing})
     for part in parts:
         keys = [k for k in model.state_dict() if k.startswith(part + ".")]
         if any(k not in missing for k in keys):
             absent = [k for k in keys if k in missing]
-            raise CheckpointError(f"the file has only part of {part} (missing e.g. {absent[0]}); "
+            if guessed and part.endswith(".attn_temporal"):
+                raise _needs_config(source, guessed, f"{absent[0]} is missing")
+            raise CheckpointError(f"{source} has only part of {part} (missing e.g. {absent[0]}); "
                                   f"it is truncated or mixes two models.")
     return parts
 

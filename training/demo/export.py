@@ -1,6 +1,8 @@
 """Assemble the demo chain's outputs into one model folder in the published layouts:
 
     <output>/transformer/{config.json, diffusion_pytorch_model.safetensors}   video DiT with motion modules
+    <output>/pixart_base/{config.json, diffusion_pytorch_model.safetensors}   the same DiT without them
+    <output>/motion_module.safetensors                                        its motion modules (+ config)
     <output>/vae/{config.json, diffusion_pytorch_model.safetensors}           slice VAE
     <output>/text_encoder/, <output>/tokenizer/                               tiny T5 + world tokenizer
     <output>/motion_lora/<name>.safetensors                                   the MotionLoRA
@@ -38,12 +40,16 @@ def _copy_weights(source: Path, target: Path) -> None:
 
 
 def export_model(work: Path, output: Path, cfg: dict, timings: dict) -> Path:
+    from easyanimate_core.checkpoints.split import split_motion_module
+
     work, output = Path(work), Path(output)
     runs = work / "runs"
     staging = output.with_name(output.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     _copy_weights(runs / "dit-full" / "transformer", staging / "transformer")
+    # base + standalone motion module, for the v1-style workflow (split-motion-module does the same)
+    split_motion_module(staging / "transformer", staging / "pixart_base", staging / "motion_module.safetensors")
     _copy_weights(work / "models" / "vae", staging / "vae")
     lora = runs / "motion-lora" / "motion_lora.safetensors"
     (staging / "motion_lora").mkdir()

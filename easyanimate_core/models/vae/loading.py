@@ -28,7 +28,7 @@ def load_vae(path, dtype: torch.dtype | None = None, device=None, config: dict |
     fp16 / bf16 weights in float32. Training-only keys (``loss.*``, discriminators) are dropped
     with a log note; any other missing, unexpected or mis-shaped key is an error.
     """
-    from ...checkpoints import drop_training_keys, load_config, load_state_dict, resolve_vae_config
+    from ...checkpoints import check_finite, drop_training_keys, load_config, load_state_dict, resolve_vae_config
     from ...checkpoints.convert import describe_dropped
 
     path = Path(path)
@@ -40,6 +40,7 @@ def load_vae(path, dtype: torch.dtype | None = None, device=None, config: dict |
         config = _parse_block_names(config, path)
     state_dict = load_state_dict(path, subfolder)
     state_dict, dropped = drop_training_keys(state_dict)
+    check_finite(state_dict, str(path))
     for note in describe_dropped(dropped):
         log.info("%s: %s", path.name, note)
     resolved = normalize_config(resolve_vae_config(state_dict, config, preset, source=str(path)), source=str(path))
