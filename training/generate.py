@@ -90,7 +90,9 @@ OPTIONS = {
     "output": Opt(None, optional(path()), "the file to write: .mp4 / .mkv / .mov (a .png for one frame); "
                                           "default samples/<time>.mp4"),
     # appended options (saved YAML files name options, so order is free; kept last for readability)
-    "attention": Opt("sdpa", choice("sdpa", "xformers"), "attention kernel (xformers needs the package and CUDA)"),
+    "attention": Opt("sdpa", choice("sdpa", "xformers", "chunked"), "attention kernel: sdpa (PyTorch), xformers "
+                                                                      "(needs the package and CUDA), chunked (bounded "
+                                                                      "memory for very long sequences)"),
 }
 DEFAULTS = defaults_of(OPTIONS)
 
