@@ -21,8 +21,8 @@ running without a cache.
 
 Memory: two activation-sized tensors (B x tokens x hidden) per key.
 
-Use: ``cache = StepCache(0.4)``; pass it to ``denoise(..., step_cache=cache)`` /
-``generate_encoded``; afterwards ``cache.skipped`` of ``cache.calls`` DiT calls were skipped.
+Use: ``cache = StepCache(0.4)``; sample with ``SamplingOptions(..., step_cache=cache)``;
+afterwards ``cache.skipped`` of ``cache.calls`` DiT calls were skipped.
 """
 
 from __future__ import annotations
