@@ -25,6 +25,7 @@ from ..easyanimate_core.sampling.guidance import uses_guidance
 from ..easyanimate_core.sampling.options import SamplingOptions
 from ..easyanimate_core.sampling.pipeline import encode_condition, model_channels
 from ..easyanimate_core.sampling.schedule import KARRAS_SAMPLERS, SAMPLERS
+from ..easyanimate_core.sampling.step_cache import DEFAULT_THRESHOLD, StepCache
 from . import host
 from .choices import check_choice
 from .latent_conditions import ALL_GENERATED_KEY, AllGenerated, moved
@@ -328,6 +329,11 @@ class VDiT_Sampler:
         }, "optional": {
             "context_options": ("VDIT_CONTEXT_OPTIONS", {"tooltip": "Sliding context windows for long videos "
                                                                     "(from 'EasyAnimate Context Options')."}),
+            "step_cache": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step": 0.01,
+                                     "tooltip": "Step caching: skip most of the DiT on steps where its input "
+                                                f"changed by less than this (0 = off; {DEFAULT_THRESHOLD} is the "
+                                                "tested default, higher = faster and further from the uncached "
+                                                "result). The first and last steps always run in full."}),
         }}
 
     RETURN_TYPES = ("LATENT",)
@@ -336,7 +342,7 @@ class VDiT_Sampler:
     CATEGORY = CATEGORY
 
     def sample(self, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler,
-               denoise, context_options=None):
+               denoise, context_options=None, step_cache=0.0):
         from ..easyanimate_core.sampling.pipeline import denoise as run_denoise
 
         check_choice("scheduler", scheduler, SCHEDULERS)
@@ -345,7 +351,8 @@ class VDiT_Sampler:
         # checked before any work; the host's Cancel is looked at before every DiT block
         options = SamplingOptions(steps=int(steps), cfg=float(cfg), sampler=sampler_name,
                                   karras=scheduler == "karras", seed=int(seed), strength=float(denoise),
-                                  context=context_options, interrupt=host.check_interrupt)
+                                  context=context_options, interrupt=host.check_interrupt,
+                                  step_cache=StepCache(float(step_cache)) if step_cache else None)
         latents = _latent_samples(latent_image)
         cond, extras = _text_condition(positive, "positive")
         uncond, _ = _text_condition(negative, "negative")

@@ -49,7 +49,7 @@ def _one_line(capsys, argv):
     (["--strength", "1.5"], "strength: expected a number in [0, 1], got 1.5"),
     (["--loras", "style.safetensors:nan"], "the strength 'nan' is not a finite number"),
     (["--loras", "style.safetensors:abc"], "the strength 'abc' is not a finite number"),
-    (["--attention", "flash"], "attention: expected one of sdpa, xformers, got 'flash'"),
+    (["--attention", "flash"], "attention: expected one of sdpa, xformers, chunked, got 'flash'"),
     (["--device", "cuda:7"], "--device cuda:7: this machine has"),
     (["--base-resolution", "512"], "--base-resolution sizes the video after the start image's aspect"),
     (["--strength", "0.5"], "--strength 0.5 applies to video-to-video only"),

@@ -46,15 +46,19 @@ def test_bad_options_fail_at_once_with_one_line(fields, message):
     assert "\n" not in str(error.value) and ";" in str(error.value)  # what is wrong; how to fix it
 
 
-def test_the_cli_checks_numbers_before_loading_any_model(monkeypatch):
+@pytest.mark.parametrize("cfg,message", [
+    ("nan", "cfg: expected a number >= 0, got nan"),                      # the option table's check
+    ("200", "cfg must be a finite number from 0 to 100, got 200"),       # SamplingOptions' range
+])
+def test_the_cli_checks_numbers_before_loading_any_model(monkeypatch, cfg, message):
     import training.generate as cli
 
     def loading(config):
         raise AssertionError("models were loaded before the options were checked")
 
     monkeypatch.setattr(cli, "load_components", loading)
-    with pytest.raises(InputError, match="cfg must be a finite number from 0 to 100, got nan"):
-        cli.main("generate", ["--prompt", "a red circle", "--cfg", "nan"])
+    with pytest.raises(InputError, match=message):
+        cli.main("generate", ["--prompt", "a red circle", "--cfg", cfg])
 
 
 def test_non_finite_latents_stop_the_run_at_their_step():

@@ -184,12 +184,12 @@ def test_caption_padding_is_cut_without_changing_the_prediction():
 
 
 def test_inpaint_masks_follow_the_reference_types():
-    from training.train_dit import random_keep_mask
+    from training.train_dit import random_generate_mask
 
     g = torch.Generator().manual_seed(0)
     seen = set()
     for _ in range(200):
-        mask = random_keep_mask("video", 16, g)
+        mask = random_generate_mask("video", 16, g)
         kept = (mask == 0).nonzero().flatten().tolist()
         if not kept:
             seen.add("t2v")
@@ -200,7 +200,7 @@ def test_inpaint_masks_follow_the_reference_types():
             seen.add("first")
             assert kept == list(range(len(kept))) and 1 <= len(kept) <= 4
     assert seen == {"t2v", "first", "first+last"}
-    assert bool((random_keep_mask("image", 1, g) == 1).all())
+    assert bool((random_generate_mask("image", 1, g) == 1).all())
 
 
 def test_configuration_errors_are_one_sentence(setup, tmp_path):

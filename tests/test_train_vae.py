@@ -71,7 +71,7 @@ def test_stage2_trains_decoder_only(tmp_path, dataset):
     trained = [k for k in before if k.startswith("decoder.")]
     assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
     assert any(not torch.equal(before[k], after[k]) for k in trained)
-    # stage 2 defaults follow the spec: L2 instead of L1
+    # stage 2 defaults follow EasyAnimate's decoder stage: L2 instead of L1
     from training.options import defaults_of
     from training.train_vae import command_options
 

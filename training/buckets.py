@@ -1,4 +1,4 @@
-"""Aspect-ratio and frame-count buckets (the spec's section 3.3).
+"""Aspect-ratio and frame-count buckets (EasyAnimate's bucketing).
 
 Spatial: every sample goes to the bucket whose ratio (height / width) in ``ASPECT_RATIO_512`` is
 closest to its own; bucket sizes are scaled from the 512 table to the run's ``sample_size`` and

@@ -5,7 +5,7 @@ generators seeded by ``(seed, epoch, ...)``, so a resumed run sees exactly the b
 uninterrupted run would have seen: the data position is just ``(epoch, batch index)``.
 
 Batches are homogeneous: images and videos never share a batch, and with ``buckets`` on, a batch
-holds one aspect-ratio bucket of the spec's ``ASPECT_RATIO_512`` table (scaled to
+holds one aspect-ratio bucket of EasyAnimate's ``ASPECT_RATIO_512`` table (scaled to
 ``sample_size``). Video batches have one frame count, a multiple of the VAE slice ``interval``.
 Unreadable samples are replaced by the next readable one of the same type and counted.
 """
@@ -102,7 +102,7 @@ class BatchPlan:
         return kind, ratio
 
     def _frames_for(self, index: int) -> int:
-        """How many frames the clip sampler can give this entry (the spec's 0.8 rule)."""
+        """How many frames the clip sampler can give this entry (EasyAnimate's 0.8 rule)."""
         n = self.shape[index][2]
         if self.entries[index]["type"] == "image":
             return 1
@@ -217,7 +217,7 @@ def _resize(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def clip_indices(num_frames: int, count: int, stride: int, generator) -> list[int]:
-    """The spec's clip sampler: ``count`` frames at ``stride`` from a random start that skips the
+    """EasyAnimate's clip sampler: ``count`` frames at ``stride`` from a random start that skips the
     first 10% and the last 10% of the video, shrinking the stride when the video is short."""
     count = max(1, min(count, num_frames))
     video_length = max(count, int(0.9 * num_frames))

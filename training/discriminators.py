@@ -1,4 +1,4 @@
-"""The two VAE discriminators of the spec (section 3.1).
+"""The two VAE discriminators of EasyAnimate's slice-VAE training.
 
 * :class:`PatchDiscriminator2D`: the PatchGAN of pix2pix / taming (``n_layers`` strided 4x4 convs
   with BatchNorm and LeakyReLU 0.2), applied to every frame as an image.

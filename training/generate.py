@@ -23,7 +23,7 @@ import torch
 
 from easyanimate_core.errors import CheckpointError, InputError
 from easyanimate_core.sampling.context import FUSE_MODES
-from training.options import Opt, choice, defaults_of, flag, listof, number, optional, path, show, text, validate, whole
+from training.options import Opt, choice, defaults_of, either, flag, listof, number, optional, path, show, text, validate, whole
 
 V3_NEGATIVE = (
     "The video is not of a high quality, it has a low resolution, and the audio quality is not clear. "
@@ -82,11 +82,17 @@ OPTIONS = {
                                            "latent frame, which keep motion steady across windows"),
     "chunk_frames": Opt(0, whole(), "frames per chunk in chunked long-video mode (0: off)"),
     "overlap_frames": Opt(4, whole(), "frames each chunk takes from the end of the previous one"),
+    # speed
+    "step_cache": Opt(None, optional(either(flag(), number(0))),
+                      "skip most of the DiT on steps whose input changed less than this threshold; a bare flag "
+                      "or true takes the default (0.4), none is off. See docs/step_cache.md"),
     # output
     "output": Opt(None, optional(path()), "the file to write: .mp4 / .mkv / .mov (a .png for one frame); "
                                           "default samples/<time>.mp4"),
     # appended options (saved YAML files name options, so order is free; kept last for readability)
-    "attention": Opt("sdpa", choice("sdpa", "xformers"), "attention kernel (xformers needs the package and CUDA)"),
+    "attention": Opt("sdpa", choice("sdpa", "xformers", "chunked"), "attention kernel: sdpa (PyTorch), xformers "
+                                                                      "(needs the package and CUDA), chunked (bounded "
+                                                                      "memory for very long sequences)"),
 }
 DEFAULTS = defaults_of(OPTIONS)
 
@@ -118,7 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
         kind = option.kind
         metavar = "{" + ",".join(map(str, kind.choices)) + "}" if kind.choices else key.upper()
         text_help = f"{option.help} (default: {show(option.default)})"
-        if kind.value_type is bool:
+        if key == "step_cache":  # a bare flag takes the default threshold
+            parser.add_argument(flag_name, dest=key, default=None, nargs="?", const=True, type=_flag_value,
+                                metavar="THRESHOLD", help=text_help)
+        elif kind.value_type is bool:
             parser.add_argument(flag_name, dest=key, default=None, action=argparse.BooleanOptionalAction,
                                 help=text_help)
         elif kind.value_type is list:
@@ -239,6 +248,16 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise InputError(f"--device {name}: MPS (Apple GPU) is not available here; use --device auto or cpu")
     return device
+
+
+def resolve_step_cache(value):
+    """The checked ``step_cache`` option (a threshold, true for the default one, false / none for
+    off) as a :class:`StepCache` or None."""
+    from easyanimate_core.sampling.step_cache import DEFAULT_THRESHOLD, StepCache
+
+    if value is None or value is False:
+        return None
+    return StepCache(DEFAULT_THRESHOLD if value is True else float(value))
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -460,6 +479,7 @@ def main(command: str, argv) -> int:
     if start is not None and config["base_resolution"]:
         config["width"], config["height"] = bucket_size(start.shape[2], start.shape[1],
                                                         int(config["base_resolution"]))
+    step_cache = resolve_step_cache(config["step_cache"])
     context = None
     if config["context_length"]:
         context = ContextWindows(int(config["context_length"]), int(config["context_overlap"]),
@@ -467,7 +487,8 @@ def main(command: str, argv) -> int:
     sampling = SamplingOptions(steps=config["steps"], cfg=config["cfg"], sampler=config["sampler"],
                                karras=config["karras"], seed=config["seed"], strength=config["strength"],
                                clip_apply_ratio=config["clip_apply_ratio"],
-                               guidance_rescale=config["guidance_rescale"], context=context)
+                               guidance_rescale=config["guidance_rescale"], context=context,
+                               step_cache=step_cache)
     options = dict(width=config["width"], height=config["height"],
                    seam=None if config["seam"] == "none" else config["seam"], progress=console("generate"))
     check_budget(config, resolve_device(config["device"]))
@@ -486,4 +507,6 @@ def main(command: str, argv) -> int:
     path, written = write_result(output, pieces, config["fps"])
     log.info("wrote %s (%d frame%s, %.1f s)", path, written, "" if written == 1 else "s",
              time.perf_counter() - began)
+    if step_cache is not None:
+        log.info("%s", step_cache.summary())
     return 0

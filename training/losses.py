@@ -1,12 +1,12 @@
 """Training losses.
 
-VAE (spec 3.1): reconstruction ``l1|x - x^| + l2 (x - x^)^2 + perceptual LPIPS`` (plus ours, off
+VAE (EasyAnimate's slice-VAE recipe): reconstruction ``l1|x - x^| + l2 (x - x^)^2 + perceptual LPIPS`` (plus ours, off
 by default: ``edge |grad (x - x^)|``, sharp edges when no LPIPS weights are at hand) turned into a
 Gaussian NLL with one learned log-variance, plus ``kl_weight * KL`` and an adversarial term whose
 weight is balanced against the NLL by the ratio of their gradients at the decoder's last layer
 (VQGAN's adaptive weight); discriminators use the hinge loss.
 
-DiT (spec 3.2, IDDPM's "hybrid" loss): ``MSE(eps, eps^)`` plus the variational bound term that
+DiT (EasyAnimate's, IDDPM's "hybrid" loss): ``MSE(eps, eps^)`` plus the variational bound term that
 trains the learned-range variance (the second half of the model's output channels) through a
 detached mean, scaled by ``num_timesteps / 1000``.
 """

@@ -27,8 +27,8 @@ COMMANDS = {
     "demo-train": ("training.demo.chain", "reproduce the embedded default model end to end"),
     "demo-eval": ("training.demo.evaluate", "score a model folder on held-out prompts of the demo world"),
     "inspect": ("easyanimate_core.checkpoints.cli", "say what a checkpoint file or folder is"),
-    "split-motion-module": ("easyanimate_core.checkpoints.split", "split a video DiT into image base + motion module"),
     "convert-checkpoint": ("training.checkpoint", "rewrite an old pickle-format training checkpoint safely"),
+    "split-motion-module": ("easyanimate_core.checkpoints.split", "split a video DiT into image base + motion module"),
 }
 
 

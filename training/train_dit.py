@@ -1,4 +1,4 @@
-"""Video-DiT training (spec 3.2).
+"""Video-DiT training (the EasyAnimate stages: image alignment, motion module, full).
 
     python training/run.py dit-image   --config training/configs/dit_image.yaml   [key=value ...]
     python training/run.py dit-motion  --config training/configs/dit_motion.yaml
@@ -184,7 +184,7 @@ def load_text_encoder(tcfg: dict):
     return TextEncoder.load(tcfg["encoder"])
 
 
-def random_keep_mask(kind: str, frames: int, generator) -> torch.Tensor:
+def random_generate_mask(kind: str, frames: int, generator) -> torch.Tensor:
     """The reference's training masks (1 = generate): videos draw uniformly from 'everything'
     (text-to-video), 'keep the first k' and 'keep the first and last k' frames, k in [1, 4];
     images are always fully generated."""
@@ -245,8 +245,8 @@ class Conditioner:
     def inpaint_inputs(self, batch, generator) -> dict:
         pixels = batch["pixels"].to(self.device, self.vae.dtype)
         b, _, frames, h, w = pixels.shape
-        keep = torch.stack([random_keep_mask(batch["type"], frames, generator) for _ in range(b)])
-        mask = keep.view(b, 1, frames, 1, 1).expand(b, 1, frames, h, w).to(pixels)
+        generate = torch.stack([random_generate_mask(batch["type"], frames, generator) for _ in range(b)])
+        mask = generate.view(b, 1, frames, 1, 1).expand(b, 1, frames, h, w).to(pixels)
         masked = pixels * (1 - mask) + (-1.0) * mask
         s = self.vae.scaling_factor
         mask_latents = self.vae.encode(mask.expand(-1, 3, -1, -1, -1)).mode().float() * s

@@ -1,4 +1,4 @@
-"""Slice-VAE training (spec 3.1).
+"""Slice-VAE training (EasyAnimate's two stages: whole model, then decoder only).
 
     python training/run.py vae          --config training/configs/vae.yaml [key=value ...]
     python training/run.py vae-decoder  --config training/configs/vae_decoder.yaml

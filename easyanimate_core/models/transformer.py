@@ -33,6 +33,7 @@ yaml's ``transformer_additional_kwargs``); see :func:`model_options`.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -304,7 +305,7 @@ class VideoTransformer(nn.Module):
                 inpaint_latents: torch.Tensor | None = None,
                 clip_encoder_hidden_states: torch.Tensor | None = None,
                 clip_attention_mask: torch.Tensor | None = None,
-                added_cond_kwargs: dict | None = None) -> torch.Tensor:
+                added_cond_kwargs: dict | None = None, step_cache=None) -> torch.Tensor:
         """Predict (B, out_channels, F, H, W) from latents ``hidden_states`` (B, C, F, H, W).
 
         ``timestep``: (B,) or a scalar; ``encoder_hidden_states``: (B, L, caption_channels) T5
@@ -313,6 +314,8 @@ class VideoTransformer(nn.Module):
         ``clip_encoder_hidden_states`` (B, 768) with ``clip_attention_mask`` (B, 8).
         ``added_cond_kwargs`` (``resolution`` (B, 2), ``aspect_ratio`` (B, 1)) is only used by
         sample_size-128 models; when absent it is derived from the latent size (x8 pixels).
+        ``step_cache``: a :class:`~easyanimate_core.sampling.step_cache.StepCacheCall` that may
+        replace every block after the first by a residual cached at an earlier sampling step.
         """
         o = self.options
         device, dtype = self.device, self.dtype  # inputs may come from other devices (e.g. a CPU text encoder)
@@ -343,9 +346,27 @@ class VideoTransformer(nn.Module):
         context, context_mask = self._context(b, encoder_hidden_states, encoder_attention_mask,
                                               clip_encoder_hidden_states, clip_attention_mask, device, dtype)
 
-        depth, skips = o["depth"], o["uvit_skips"]
-        stack = []
-        for i, block in enumerate(self.transformer_blocks):
+        stack = []  # U-ViT long-skip sources, shared by the two halves a step cache splits the blocks into
+        run = partial(self._run_blocks, stack=stack, t6=t6, context=context, context_mask=context_mask,
+                      frames=frames, h=h, w=w)
+        if step_cache is None:
+            x = run(x, range(o["depth"]))
+        else:
+            x = step_cache.run(x, run(x, range(1)), lambda first: run(first, range(1, o["depth"])))
+
+        shift, scale = (self.scale_shift_table[None] + t_emb[:, None]).chunk(2, dim=1)
+        x = layer_norm(x, eps=1e-6) * (1 + scale) + shift
+        x = self.proj_out(x)
+        c = o["out_channels"]
+        x = x.reshape(b, frames, h, w, p, p, c).permute(0, 6, 1, 2, 4, 3, 5)
+        return x.reshape(b, c, frames, h * p, w * p)
+
+    def _run_blocks(self, x, blocks: range, *, stack: list, t6, context, context_mask, frames, h, w):
+        """Blocks ``blocks`` in order, with the U-ViT long skips: blocks below ``uvit_skips`` push
+        their output on ``stack``, the last ``uvit_skips`` blocks pop one into their input."""
+        depth, skips = self.options["depth"], self.options["uvit_skips"]
+        for i in blocks:
+            block = self.transformer_blocks[i]
             if skips and i >= depth - skips:
                 x = x + self.long_connect_fc[i - (depth - skips)](stack.pop())
             if self.gradient_checkpointing and torch.is_grad_enabled():
@@ -354,13 +375,7 @@ class VideoTransformer(nn.Module):
                 x = block(x, t6, context, context_mask, frames, h, w)
             if i < skips:
                 stack.append(x)
-
-        shift, scale = (self.scale_shift_table[None] + t_emb[:, None]).chunk(2, dim=1)
-        x = layer_norm(x, eps=1e-6) * (1 + scale) + shift
-        x = self.proj_out(x)
-        c = o["out_channels"]
-        x = x.reshape(b, frames, h, w, p, p, c).permute(0, 6, 1, 2, 4, 3, 5)
-        return x.reshape(b, c, frames, h * p, w * p)
+        return x
 
     def _timestep(self, timestep, b, height, width, added_cond_kwargs, device, dtype):
         t = torch.as_tensor(timestep, device=device)

@@ -1,4 +1,4 @@
-"""The published aspect-ratio buckets (``ASPECT_RATIO_512``, spec section 3.3).
+"""The published aspect-ratio buckets (EasyAnimate's ``ASPECT_RATIO_512``).
 
 Training groups samples by the bucket nearest their ratio; image-to-video sizes its output after
 the start image the same way, so generation runs at shapes the model was trained on.

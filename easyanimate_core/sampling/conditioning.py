@@ -8,8 +8,9 @@
   :class:`LatentBlend` (4-channel image-to-video: held latents re-imposed after every step).
 
 Each image condition answers ``dit_inputs(window, step)`` (extra DiT keyword arguments for the
-latent frames ``window`` at step ``step``) and ``after_step(step, x)`` (the state to go on from),
-so the sampling loop stays the same for every mode.
+latent frames ``window`` at step ``step``), ``phase(step)`` (which of its input sets the DiT sees
+at ``step``: a step cache keeps one state per phase) and ``after_step(step, x)`` (the state to go
+on from), so the sampling loop stays the same for every mode.
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ class NoImage:
     def dit_inputs(self, window: Window, step: int) -> dict:
         return {}
 
+    def phase(self, step: int) -> bool:
+        return False
+
     def after_step(self, step: int, x: torch.Tensor) -> torch.Tensor:
         return x
 
@@ -111,6 +115,7 @@ class InpaintChannels:
                  clip_from_step: float, device, dtype):
         self.latents = inpaint.inpaint_latents().to(device, dtype).expand(batch, -1, -1, -1, -1)
         self.guided, self.clip_from_step = guided, clip_from_step
+        self.has_image = clip_embeds is not None
         self.clip = {active: self._clip_inputs(clip_embeds, batch, active, device, dtype)
                      for active in (False, True)}
         self.per_window = {}  # window -> its DiT-batch channels: built once, not every step
@@ -132,9 +137,13 @@ class InpaintChannels:
         if window not in self.per_window:
             extra = take_frames(self.latents, window)
             self.per_window[window] = torch.cat([extra, extra]) if self.guided else extra
-        states, mask = self.clip[step >= self.clip_from_step]
+        states, mask = self.clip[self.phase(step)]
         return {"inpaint_latents": self.per_window[window], "clip_encoder_hidden_states": states,
                 "clip_attention_mask": mask}
+
+    def phase(self, step: int) -> bool:
+        """Whether the CLIP image tokens are on (without an image both phases read zeros)."""
+        return self.has_image and step >= self.clip_from_step
 
     def after_step(self, step: int, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -152,6 +161,9 @@ class LatentBlend:
 
     def dit_inputs(self, window: Window, step: int) -> dict:
         return {}
+
+    def phase(self, step: int) -> bool:
+        return False
 
     def after_step(self, step: int, x: torch.Tensor) -> torch.Tensor:
         level = self.plan.start + step + 1

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ..errors import InputError
 from .context import ContextWindows
 from .schedule import KARRAS_SAMPLERS, SAMPLERS
+from .step_cache import StepCache
 
 MAX_CFG = 100.0
 MAX_STEPS = 1000
@@ -45,6 +46,7 @@ class SamplingOptions:
     guidance_rescale: float = 0.0    # Lin et al. 2023; 0 = off (the reference)
     context: ContextWindows | None = None
     interrupt: Callable[[], None] | None = None
+    step_cache: StepCache | None = None  # skip most of the DiT on steps whose input barely changed
 
     def __post_init__(self):
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
@@ -69,3 +71,6 @@ class SamplingOptions:
         if self.interrupt is not None and not callable(self.interrupt):
             raise InputError(f"interrupt must be a callable that raises to cancel, got "
                              f"{type(self.interrupt).__name__}; pass a function or None")
+        if self.step_cache is not None and not isinstance(self.step_cache, StepCache):
+            raise InputError(f"step_cache must be a StepCache (or None), got {type(self.step_cache).__name__}; "
+                             f"build it with StepCache(threshold)")

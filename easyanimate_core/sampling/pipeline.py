@@ -244,10 +244,15 @@ def denoise(transformer, latents: torch.Tensor, cond, uncond=None, options: Samp
     windows = None if options.context is None else [(w, weight.to(device))
                                                     for w, weight in options.context.plan(length)]
     whole = tuple(range(length))
+    cache = options.step_cache
+    if cache is not None:
+        cache.begin(plan.steps)
 
     def predict(x, t, step, window):
+        # one step-cache state per window and conditioning phase: each sees its own DiT input
+        cached = {} if cache is None else {"step_cache": cache.at(step, (window, image.phase(step)))}
         out = transformer(hidden_states=guidance.batch(take_frames(x, window)), timestep=guidance.batch(t),
-                          **guidance.text_inputs(), **image.dit_inputs(window, step))
+                          **guidance.text_inputs(), **image.dit_inputs(window, step), **cached)
         return guidance.eps(out)
 
     def model_fn(x, t, step):

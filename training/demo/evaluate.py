@@ -1,6 +1,6 @@
 """The demo model's quality score: does a generated clip show what its prompt says?
 
-    python training/run.py demo-eval [--model models/vdit_default] [--steps 20] [--cfg 5] ...
+    python training/run.py demo-eval [--model models/vdit_default] [--steps 20] [--cfg 5] [--step-cache] ...
 
 1. Prompt following on held-out combinations: every held-out (colour, shape, motion) triple of
    :func:`world.held_out_split` on every background - captions never seen in training - is
@@ -57,8 +57,10 @@ def load_components(model: Path, lora_strength: float = 0.0, lora: Path | None =
 
 
 def generate_clips(components, prompts: list[str], seed: int, steps: int, cfg: float, sampler: str,
-                   frames: int = 16, size: int = 32, seam: str = "none", batch: int = 27) -> np.ndarray:
-    """(N, F, H, W, 3) uint8 clips, generated ``batch`` prompts at a time."""
+                   frames: int = 16, size: int = 32, seam: str = "none", batch: int = 27,
+                   step_cache=None) -> np.ndarray:
+    """(N, F, H, W, 3) uint8 clips, generated ``batch`` prompts at a time (``step_cache``: a
+    :class:`~easyanimate_core.sampling.step_cache.StepCache` or None)."""
     from easyanimate_core.sampling.options import SamplingOptions
     from easyanimate_core.sampling.pipeline import generate
 
@@ -66,7 +68,7 @@ def generate_clips(components, prompts: list[str], seed: int, steps: int, cfg: f
     for start in range(0, len(prompts), batch):
         chunk = prompts[start:start + batch]
         with torch.no_grad():
-            options = SamplingOptions(steps=steps, cfg=cfg, sampler=sampler, seed=seed + start)
+            options = SamplingOptions(steps=steps, cfg=cfg, sampler=sampler, seed=seed + start, step_cache=step_cache)
             video = generate(components, chunk, "", options, width=size, height=size, frames=frames, seam=seam)
         out.append((video.permute(0, 2, 3, 4, 1).clamp(0, 1) * 255).round().to(torch.uint8).numpy())
     return np.concatenate(out)
@@ -162,7 +164,7 @@ def table(results: dict) -> str:
     s = results["settings"]
     lines = [(f"Held-out prompts: {results['prompts']['clips']} clips ({s['sampler']}, {s['steps']} steps, "
               f"CFG {s['cfg']}, {s['frames']} frames {s['size']}x{s['size']}, seams {s['seam']}); "
-              f"generation {s['seconds']:.1f} s"),
+              f"generation {s['seconds']:.1f} s" + (f"; {s['step_cache']}" if s.get("step_cache") else "")),
              "", "| metric | value | target |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines)
@@ -170,10 +172,14 @@ def table(results: dict) -> str:
 
 def evaluate_model(model, output=None, steps: int = 20, cfg: float = 5.0, sampler: str = "dpmpp_2m",
                    seeds: int = 1, lora_strength: float = 1.0, frames: int = 16, size: int = 32,
-                   seam: str = "none", videos: int = 0, limit: int = 0) -> dict:
+                   seam: str = "none", videos: int = 0, limit: int = 0, step_cache: float | None = None) -> dict:
     """Score a model folder; ``output`` (JSON path) also gets ``<stem>.md`` with the table and,
     with ``videos`` > 0, that many generated clips as mp4 for a look. ``limit`` scores only the
-    first held-out scenes (smoke tests)."""
+    first held-out scenes (smoke tests). ``step_cache``: sample with the step cache at this
+    threshold (None: without)."""
+    from easyanimate_core.sampling.step_cache import StepCache
+
+    cache = None if step_cache is None else StepCache(step_cache)  # a bad threshold fails before any work
     model = Path(model)
     torch.manual_seed(0)
     pairs = held_out_prompts(seeds, limit)
@@ -181,17 +187,19 @@ def evaluate_model(model, output=None, steps: int = 20, cfg: float = 5.0, sample
     prompts = [scene.caption for scene in scenes]
     components = load_components(model)
     began = time.perf_counter()
-    clips = generate_clips(components, prompts, 1234, steps, cfg, sampler, frames, size, seam)
+    clips = generate_clips(components, prompts, 1234, steps, cfg, sampler, frames, size, seam, step_cache=cache)
     seconds = time.perf_counter() - began
     results = {"model": str(model),
                "settings": {"steps": steps, "cfg": cfg, "sampler": sampler, "seeds": seeds, "frames": frames,
-                            "size": size, "seam": seam, "seconds": seconds},
+                            "size": size, "seam": seam, "seconds": seconds,
+                            "step_cache": None if cache is None else cache.summary()},
                "prompts": prompt_scores(clips, scenes),
                "vae": vae_scores(components.vae, sorted(set(scenes), key=lambda s: s.caption), frames, size)}
     loras = sorted((model / "motion_lora").glob("*.safetensors")) if (model / "motion_lora").is_dir() else []
     if loras and lora_strength:
         with_lora = load_components(model, lora_strength, loras[0])
-        lora_clips = generate_clips(with_lora, prompts, 1234, steps, cfg, sampler, frames, size, seam)
+        lora_clips = generate_clips(with_lora, prompts, 1234, steps, cfg, sampler, frames, size, seam,
+                                    step_cache=None if cache is None else StepCache(step_cache))
         results["lora"] = {"name": loras[0].stem, "strength": lora_strength,
                            "velocity_without": horizontal_velocity(clips),
                            "velocity_with": horizontal_velocity(lora_clips)}
@@ -212,6 +220,7 @@ def evaluate_model(model, output=None, steps: int = 20, cfg: float = 5.0, sample
 
 def main(command: str, argv) -> int:
     from easyanimate_core.models.vae import SEAM_OPTIONS
+    from easyanimate_core.sampling.step_cache import DEFAULT_THRESHOLD
 
     parser = argparse.ArgumentParser(prog=f"run.py {command}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(Path(__file__).resolve().parents[2] / "models" / "vdit_default"),
@@ -225,9 +234,12 @@ def main(command: str, argv) -> int:
     parser.add_argument("--lora-strength", type=float, default=1.0, help="0 skips the MotionLoRA check")
     parser.add_argument("--output", default=None, help="results JSON (the table goes next to it as .md)")
     parser.add_argument("--videos", type=int, default=0, help="also write this many generated clips")
+    parser.add_argument("--step-cache", type=float, nargs="?", const=DEFAULT_THRESHOLD, default=None,
+                        metavar="THRESHOLD", help=f"sample with the step cache (bare flag: {DEFAULT_THRESHOLD})")
     args = parser.parse_args(list(argv))
     torch.set_num_threads(1)  # the machine is shared; more threads only spin
     evaluate_model(args.model, args.output, seeds=args.seeds, lora_strength=args.lora_strength, videos=args.videos,
+                   step_cache=args.step_cache,
                    **settings_for(Path(args.model), args.steps, args.cfg, args.sampler, args.seam))
     return 0
 
