@@ -72,6 +72,7 @@ class VDiT_LoadDiT:
                 "Attention heads and motion-module attention types are not stored in weights. auto: the folder's "
                 "config.json, else the version detected from the weights (v1 grid, v2 temporal + skips, v3 hybrid "
                 "+ inpaint). Choose v1/v2/v3 only for a loose file whose version is misdetected.")}),
+        }, "optional": {  # optional: prompts saved before it existed still validate
             "attention": (ATTENTION_BACKENDS, {"default": "sdpa", "tooltip": (
                 "Attention kernel of this model. sdpa: PyTorch's scaled_dot_product_attention (flash / "
                 "memory-efficient kernels on GPU). xformers: memory_efficient_attention, when xformers is "

@@ -10,6 +10,7 @@ import torch
 from tiny_models import save_model_folder
 
 from easyanimate_core.errors import InputError
+from easyanimate_core.sampling.context import ContextWindows
 from training import generate
 from training.run import main as run_main
 
@@ -123,8 +124,10 @@ def test_estimate_grows_with_the_shapes_and_the_limits_apply():
     assert 6 * GIB < release.peak_bytes < 40 * GIB          # the released model's own setting
     double = estimate_generation(1344, 768, 144, 25, dit, vae, weights_bytes=6 * GIB)
     assert double.peak_bytes > release.peak_bytes and double.flops > 4 * release.flops
-    windows = estimate_generation(672, 384, 576, 25, dit, vae, context_length=36)
+    windows = estimate_generation(672, 384, 576, 25, dit, vae, context=ContextWindows(36, 4, strides=1))
     assert windows.parts["DiT activations"] == release.parts["DiT activations"]   # windows bound the tokens
+    strided = estimate_generation(672, 384, 576, 25, dit, vae, context=ContextWindows(36, 4, strides=2))
+    assert strided.flops > 1.5 * windows.flops                                     # strided windows cost passes
     check_fits(release, torch.device("cpu"), available=64 * GIB)
     with pytest.raises(InputError, match=r"needs about \d+\.\d GiB .* but cpu has 8.0 GiB free"):
         check_fits(release, torch.device("cpu"), available=8 * GIB)

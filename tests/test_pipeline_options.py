@@ -24,7 +24,9 @@ BAD_OPTIONS = [
     (dict(cfg="strong"), "cfg must be a number, got 'strong'"),
     (dict(strength=math.nan), "strength must be a finite number from 0 to 1"),
     (dict(strength=1.5), "strength must be a finite number from 0 to 1"),
-    (dict(strength=0.0), "strength 0 would run no step"),
+    (dict(strength=0.0), "strength 0 of 25 steps would run no step"),
+    (dict(steps=4, strength=0.2), "strength 0.2 of 4 steps would run no step"),
+    (dict(seed=2 ** 64), "seed must be a whole number from 0 to 2\*\*64 - 1"),
     (dict(steps=0), "steps must be a whole number from 1 to 1000"),
     (dict(steps=2.5), "steps must be a whole number"),
     (dict(steps=True), "steps must be a whole number"),
@@ -33,7 +35,7 @@ BAD_OPTIONS = [
     (dict(clip_apply_ratio=-0.1), "clip_apply_ratio must be a finite number from 0 to 1"),
     (dict(sampler="heun"), "sampler 'heun' is unknown; choose one of ddim"),
     (dict(sampler="ddim", karras=True), "karras sigmas are not available for sampler 'ddim'"),
-    (dict(seed=-1), "seed must be a whole number >= 0"),
+    (dict(seed=-1), "seed must be a whole number from 0"),
     (dict(context=4), "context must be a ContextWindows"),
     (dict(interrupt=True), "interrupt must be a callable"),
 ]
@@ -44,6 +46,11 @@ def test_bad_options_fail_at_once_with_one_line(fields, message):
     with pytest.raises(InputError, match=message) as error:
         SamplingOptions(**fields)
     assert "\n" not in str(error.value) and ";" in str(error.value)  # what is wrong; how to fix it
+
+
+def test_numbers_given_as_text_are_kept_as_the_floats_they_were_checked_as():
+    options = SamplingOptions(cfg="7", strength="0.5")
+    assert (options.cfg, options.strength) == (7.0, 0.5) and isinstance(options.strength, float)
 
 
 @pytest.mark.parametrize("cfg,message", [

@@ -372,9 +372,10 @@ def _weights_bytes(paths, offload: bool) -> int:
     return max(sizes) if offload else sum(sizes)
 
 
-def check_budget(config: dict, device: torch.device) -> None:
+def check_budget(config: dict, device: torch.device, context=None) -> None:
     """Refuse a run that cannot fit the device's free memory, and say when it is long on the CPU,
-    from the shapes alone (easyanimate_core.sampling.budget), before any model loads."""
+    from the shapes and the context windows alone (easyanimate_core.sampling.budget), before any
+    model loads."""
     from easyanimate_core.checkpoints.presets import TRANSFORMER_PRESETS, VAE_PRESETS
     from easyanimate_core.sampling.budget import check_fits, cpu_time_warning, estimate_generation
 
@@ -386,8 +387,7 @@ def check_budget(config: dict, device: torch.device) -> None:
         _model_config(vae, config["vae_config"], VAE_PRESETS),
         weights_bytes=_weights_bytes([transformer, vae, _part(config, "text_encoder", "text_encoder", required=False)],
                                      config["offload"]),
-        dtype_bytes=torch.finfo(dtype).bits // 8, context_length=config["context_length"],
-        chunk_frames=config["chunk_frames"])
+        dtype_bytes=torch.finfo(dtype).bits // 8, context=context, chunk_frames=config["chunk_frames"])
     check_fits(estimate, device)
     warning = cpu_time_warning(estimate, torch.get_num_threads()) if device.type == "cpu" else None
     if warning:
@@ -491,7 +491,7 @@ def main(command: str, argv) -> int:
                                step_cache=step_cache)
     options = dict(width=config["width"], height=config["height"],
                    seam=None if config["seam"] == "none" else config["seam"], progress=console("generate"))
-    check_budget(config, resolve_device(config["device"]))
+    check_budget(config, resolve_device(config["device"]), context)
     components = load_components(config)  # after the options are checked: bad numbers cost no loading
     began = time.perf_counter()
     if config["chunk_frames"]:

@@ -71,9 +71,10 @@ def weights_file(path, subfolder=None) -> Path:
 
 def transformers_weight_files(folder) -> list[Path]:
     """The weights files of a transformers model folder, as ``from_pretrained`` picks them:
-    safetensors (single or shards) when present, else ``pytorch_model*.bin``."""
+    ``model.safetensors`` (or its shards) when present, else ``pytorch_model*.bin``: the files the
+    pack checks must be the ones transformers then reads, whatever else lies in the folder."""
     folder = Path(folder)
-    return sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
+    return sorted(folder.glob("model*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
 
 
 def load_config(path, subfolder=None) -> dict | None:

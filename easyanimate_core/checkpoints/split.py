@@ -34,6 +34,9 @@ def split_motion_module(transformer, base_folder, motion_file) -> tuple[Path, Pa
     base_folder, motion_file = Path(base_folder), Path(motion_file)
     if motion_file.suffix != ".safetensors":
         raise InputError(f"the motion module file {motion_file} must end in .safetensors; rename it.")
+    if base_folder.resolve() == Path(source).resolve() or Path(source).resolve() in motion_file.resolve().parents:
+        raise InputError(f"split {source} into another folder: --base and --motion-module must not overwrite the "
+                         f"model being split")
     config = load_config(source)
     if not motion_keys(config):
         raise CheckpointError(f"{source} has no motion-module config (config.json with basic_block_type and "

@@ -161,7 +161,7 @@ class TextEncoder:
         if weights_dir.is_dir():
             files = transformers_weight_files(weights_dir)
             if not files:
-                raise CheckpointError(f"{weights_dir} holds no *.safetensors or pytorch_model*.bin weights; "
+                raise CheckpointError(f"{weights_dir} holds no model*.safetensors or pytorch_model*.bin weights; "
                                       "point to the T5 text_encoder folder or a t5xxl .safetensors file")
             state = _encoder_tensors(_open_weights(files), weights_dir, dtype)
             config_file = weights_dir / "config.json"

@@ -62,9 +62,10 @@ def latent_frames(frames: int) -> int:
 
 def estimate_generation(width: int, height: int, frames: int, steps: int, transformer_config: dict,
                         vae_config: dict | None = None, weights_bytes: int = 0, dtype_bytes: int = 4,
-                        batch: int = 2, context_length: int = 0, chunk_frames: int = 0) -> RunEstimate:
+                        batch: int = 2, context=None, chunk_frames: int = 0) -> RunEstimate:
     """Peak memory and work of one generation; ``batch`` 2 is classifier-free guidance's pair,
-    ``context_length`` / ``chunk_frames`` the long-video modes (they bound the tokens per pass)."""
+    ``context`` (:class:`~.context.ContextWindows`) / ``chunk_frames`` the long-video modes (they
+    bound the tokens per pass; windows, overlapping and strided, set the passes per step)."""
     spatial, decode_latents, widths, tile = _vae_shape(vae_config)
     patch = int(transformer_config.get("patch_size", 2))
     heads = int(transformer_config.get("num_attention_heads", 16))
@@ -76,8 +77,8 @@ def estimate_generation(width: int, height: int, frames: int, steps: int, transf
     pass_latents = total_latents
     if chunk_frames:
         pass_latents = latent_frames(min(frames, chunk_frames))
-    if context_length:
-        pass_latents = min(pass_latents, context_length)
+    if context is not None:
+        pass_latents = min(pass_latents, context.length)
     tokens = pass_latents * max(1, h // patch) * max(1, w // patch)
 
     latents = 8 * batch * channels * total_latents * h * w * 4          # x, noise, history, guidance pair
@@ -93,7 +94,10 @@ def estimate_generation(width: int, height: int, frames: int, steps: int, transf
              "attention": attention, "VAE decode slice": decode, "decoded video": clip}
     peak = weights_bytes + max(latents + activations + attention, decode + clip)
 
-    passes = steps * max(1, math.ceil(total_latents / pass_latents))
+    if context is not None:
+        passes = steps * len(context.windows(total_latents))
+    else:
+        passes = steps * max(1, math.ceil(total_latents / pass_latents))
     block = 2 * 16 * dim * dim * tokens + 4 * tokens * tokens * dim     # linear layers + global attention
     dit_flops = passes * batch * layers * block
     vae_flops = sum(6 * 2 * 27 * frames * (c * c * height * width / 4**k) for k, c in enumerate(widths))

@@ -74,7 +74,9 @@ class ContextWindows:
             for start in starts:
                 for offset in range(stride):  # interleaved windows cover every frame of the span
                     result.append(tuple(range(start + offset, start + span, stride)))
-        return result
+        # the last start can land on a window an earlier start plus offset already made: once each,
+        # or it would cost a DiT pass and weigh double in the fusion
+        return list(dict.fromkeys(result))
 
     def weights(self, window: Window, num_frames: int) -> torch.Tensor:
         """Fusion weight of each position of ``window`` (1-D float tensor, all > 0)."""

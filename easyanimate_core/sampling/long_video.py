@@ -8,7 +8,7 @@ as soon as no later chunk can change them, so a caller that streams them to a fi
 one chunk in memory: memory does not grow with the clip.
 
 The alternative for long clips is sampling the whole latent clip with sliding context windows
-(``context.ContextWindows`` passed to ``generate``): one consistent sampling run, no drift
+(``SamplingOptions(context=ContextWindows(...))``): one consistent sampling run, no drift
 between chunks, but the whole latent clip lives in memory (small: 1/48 of the pixels).
 """
 

@@ -52,19 +52,28 @@ class SamplingOptions:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
             raise InputError(f"steps must be a whole number from 1 to {MAX_STEPS}, got {self.steps!r}; "
                              f"25 is the release default")
-        _finite("cfg", self.cfg, 0.0, MAX_CFG, "use e.g. 7 (1 or less turns guidance off)")
-        _finite("strength", self.strength, 0.0, 1.0, "use 1.0 for text-to-video, below 1 for video-to-video (lower keeps more of the input)")
-        if float(self.strength) == 0.0:
-            raise InputError("strength 0 would run no step; use a strength above 0 (1.0 for text-to-video)")
-        _finite("guidance_rescale", self.guidance_rescale, 0.0, 1.0, "0 turns it off, 0.7 is typical")
-        _finite("clip_apply_ratio", self.clip_apply_ratio, 0.0, 1.0, "0.5 is the release default")
+        # stored as the floats they were checked as, so a "7" from a config file works like 7.0
+        checked = {
+            "cfg": _finite("cfg", self.cfg, 0.0, MAX_CFG, "use e.g. 7 (1 or less turns guidance off)"),
+            "strength": _finite("strength", self.strength, 0.0, 1.0,
+                                "use 1.0 for text-to-video, below 1 for video-to-video (lower keeps more of the input)"),
+            "guidance_rescale": _finite("guidance_rescale", self.guidance_rescale, 0.0, 1.0,
+                                        "0 turns it off, 0.7 is typical"),
+            "clip_apply_ratio": _finite("clip_apply_ratio", self.clip_apply_ratio, 0.0, 1.0,
+                                        "0.5 is the release default"),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+        if int(self.steps * self.strength) < 1:
+            raise InputError(f"strength {self.strength:g} of {self.steps} steps would run no step; use a higher "
+                             f"strength or more steps (1.0 for text-to-video)")
         if self.sampler not in SAMPLERS:
             raise InputError(f"sampler {self.sampler!r} is unknown; choose one of {', '.join(SAMPLERS)}")
         if self.karras and self.sampler not in KARRAS_SAMPLERS:
             raise InputError(f"karras sigmas are not available for sampler {self.sampler!r}; use them with "
                              f"{', '.join(KARRAS_SAMPLERS)} or turn karras off")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise InputError(f"seed must be a whole number >= 0, got {self.seed!r}; use e.g. 43")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 64:
+            raise InputError(f"seed must be a whole number from 0 to 2**64 - 1, got {self.seed!r}; use e.g. 43")
         if self.context is not None and not isinstance(self.context, ContextWindows):
             raise InputError(f"context must be a ContextWindows (or None), got {type(self.context).__name__}; "
                              f"build it with ContextWindows(length, overlap)")

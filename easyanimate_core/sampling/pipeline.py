@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 from dataclasses import dataclass
 
 import torch
@@ -57,7 +56,6 @@ from .inpaint import (
 from .interrupt import interrupt_between_blocks, with_interrupt
 from .options import SamplingOptions
 
-log = logging.getLogger("easyanimate_core")
 
 __all__ = ["Components", "SamplingOptions", "TextCondition", "as_text_condition", "decode", "denoise",
            "encode_condition", "encode_prompts", "generate", "generate_encoded", "image_condition",
@@ -266,10 +264,14 @@ def denoise(transformer, latents: torch.Tensor, cond, uncond=None, options: Samp
         return x
 
     init = latents.float().to(device) * scaling_factor if options.strength < 1.0 else None
-    with torch.no_grad(), interrupt_between_blocks(transformer, options.interrupt):
-        out = sample(model_fn, noise, sampler=options.sampler, steps=options.steps, karras=options.karras,
-                     generator=generator, denoise=options.strength, init_latents=init,
-                     progress=with_interrupt(progress, options.interrupt), callback=after_step)
+    try:
+        with torch.no_grad(), interrupt_between_blocks(transformer, options.interrupt):
+            out = sample(model_fn, noise, sampler=options.sampler, steps=options.steps, karras=options.karras,
+                         generator=generator, denoise=options.strength, init_latents=init,
+                         progress=with_interrupt(progress, options.interrupt), callback=after_step)
+    finally:
+        if cache is not None:  # its residuals are activation-sized: not kept through the VAE decode
+            cache.end()
     return (out / scaling_factor).float().cpu()
 
 

@@ -74,6 +74,11 @@ class StepCache:
         self.steps, self._states = int(steps), {}
         return self
 
+    def end(self) -> None:
+        """Drop the cached residuals (activation-sized, on the DiT's device) once a run is over;
+        the counts stay for :meth:`summary`."""
+        self._states = {}
+
     def at(self, step: int, key: Hashable = None) -> StepCacheCall:
         """The handle the DiT's forward takes for one call at sampling step ``step`` (0-based)."""
         return StepCacheCall(self, int(step), key)
