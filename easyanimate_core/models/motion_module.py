@@ -280,8 +280,19 @@ def load_motion_module(source, config=None, preset: str | None = None) -> Motion
         version = motion_version(declared)
     else:
         version, declared = _undeclared_motion_config(full, state, name)
-    motion_config = {**motion_keys(TRANSFORMER_PRESETS[version]), **(declared or {}), **motion_keys(config)}
+    given = {**(declared or {}), **motion_keys(config)}
+    preset_keys = motion_keys(TRANSFORMER_PRESETS[version])
+    block_type = given.get("basic_block_type", preset_keys.get("basic_block_type"))
+    motion_config = {**_read_by(preset_keys, block_type), **given}
     return MotionModuleSet(state, motion_config, motion_version(motion_config), name)
+
+
+def _read_by(preset_keys: dict, block_type: str) -> dict:
+    """A preset's motion keys without the kwargs entries ``block_type`` does not read: a preset's
+    even / odd kwargs left under a declared non-hybrid config would otherwise decide its version."""
+    hybrid = block_type == HYBRID_MOTION_BLOCKS
+    unused = ("motion_module_kwargs",) if hybrid else ("motion_module_kwargs_even", "motion_module_kwargs_odd")
+    return {k: v for k, v in preset_keys.items() if k not in unused}
 
 
 def save_motion_module(path, state_dict: dict, config: dict) -> None:
