@@ -54,6 +54,7 @@ def _one_line(capsys, argv):
     (["--device", "cuda:7"], "--device cuda:7: this machine has"),
     (["--base-resolution", "512"], "--base-resolution sizes the video after the start image's aspect"),
     (["--strength", "0.5"], "--strength 0.5 applies to video-to-video only"),
+    (["--video", "in.mp4"], "--video needs --strength below 1"),
 ])
 def test_bad_flags_are_one_line_before_loading(model, capsys, no_loading, flags, message):
     assert message in _one_line(capsys, ["--model", str(model), *FAST, *flags])

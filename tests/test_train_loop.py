@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from easyanimate_core.errors import InputError
 from train_helpers import (
     ROOT,
     SUBPROCESS_ENV,
@@ -319,3 +321,39 @@ def test_ema_averages_with_the_warm_up_decay_and_follows_the_model_to_its_device
     for state in (ema, resumed):
         state.update(model)
         assert state.shadow["weight"].device.type == "meta" and state.updates == 2
+
+
+def test_resuming_an_older_checkpoint_keeps_what_it_writes_and_sets_later_ones_aside(tmp_path, data):
+    import shutil
+
+    from training.loop import checkpoint_dir, complete_checkpoints
+    from training.train_dit import main
+
+    models = write_models(tmp_path / "models")
+    sections = {"model": {"config": {**image_dit_config(), **motion_config()}},
+                "train": {"steps": 6, "checkpoint_every": 2, "checkpoints_keep": 5}}
+    straight = dit_yaml(tmp_path / "s.yaml", models, data, tmp_path / "straight", **sections)
+    assert main("dit-motion", ["--config", straight]) == 0
+    run = tmp_path / "run"
+    shutil.copytree(tmp_path / "straight", run)
+    sections["train"]["checkpoints_keep"] = 1
+    again = dit_yaml(tmp_path / "r.yaml", models, data, run, **sections)
+    older = complete_checkpoints(run)[0]
+    assert main("dit-motion", ["--config", again, "--resume", str(older)]) == 0
+    # the checkpoint the resumed run wrote last is the one kept; the abandoned future is set aside
+    assert [p.name for p in complete_checkpoints(run)] == ["checkpoint-00000006"]
+    assert (checkpoint_dir(run) / "superseded-checkpoint-00000006").is_dir()
+    a = _tensors(tmp_path / "straight" / "transformer" / "diffusion_pytorch_model.safetensors")
+    b = _tensors(run / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert _same(a, b)
+
+
+def test_a_checkpoint_inside_a_gradient_accumulation_is_refused(tmp_path, data):
+    from training.train_dit import main
+
+    models = write_models(tmp_path / "models")
+    config = dit_yaml(tmp_path / "a.yaml", models, data, tmp_path / "out",
+                      model={"config": {**image_dit_config(), **motion_config()}},
+                      train={"steps": 4, "checkpoint_every": 3, "gradient_accumulation_steps": 2})
+    with pytest.raises(InputError, match="checkpoint_every 3 is not a multiple of train.gradient_accumulation_steps 2"):
+        main("dit-motion", ["--config", config])

@@ -19,6 +19,7 @@ but tensors and plain containers.
 from __future__ import annotations
 
 import json
+import re
 import random
 from pathlib import Path
 
@@ -80,7 +81,10 @@ def write_checkpoint(accelerator, folder: Path, objects, train_cfg: dict) -> Non
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         temporary = folder / (RUN_FILE + ".tmp")
-        temporary.write_text(json.dumps({**train_cfg, "deepspeed": uses_deepspeed(accelerator)}, default=str))
+        # accelerator.step: where gradient accumulation stands, so a resumed run steps its
+        # optimizer on the same batches as an uninterrupted one
+        temporary.write_text(json.dumps({**train_cfg, "deepspeed": uses_deepspeed(accelerator),
+                                         "accumulation_step": accelerator.step}, default=str))
         temporary.replace(folder / RUN_FILE)
 
 
@@ -144,8 +148,9 @@ def read_checkpoint(accelerator, folder: Path, objects, train_cfg: dict) -> None
         match_parameter_layout(optimizer)
     for index, obj in enumerate(objects):
         obj.load_state_dict(load_state(folder / f"state_{index}", f"{type(obj).__name__} state"))
-    if accelerator.scaler is not None and (folder / "grad_scaler.json").is_file():
+    if accelerator.scaler is not None:  # fp16: the loss scale the run had reached
         accelerator.scaler.load_state_dict(load_state(folder / "grad_scaler", "fp16 loss scale"))
+    accelerator.step = int(saved.get("accumulation_step", 0))
     rng = folder / f"rng_{accelerator.process_index}.json"
     if rng.is_file():
         set_rng_state(load_state(rng.with_suffix(""), "random state"))
@@ -167,7 +172,8 @@ def convert_pickle_checkpoint(folder) -> Path:
         raise InputError(f"{folder} is not a checkpoint folder; pass an old checkpoint-<step> folder.")
     if (folder / RUN_FILE).is_file():
         raise InputError(f"{folder} is already in the safetensors + JSON format; resume from it as it is.")
-    customs = sorted(folder.glob("custom_checkpoint_*.pkl"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    customs = sorted((p for p in folder.glob("custom_checkpoint_*.pkl") if re.fullmatch(r"custom_checkpoint_\d+", p.stem)),
+                     key=lambda p: int(p.stem.rsplit("_", 1)[1]))
     if not customs:
         raise InputError(f"{folder} has no custom_checkpoint_0.pkl; it is not an old-format training checkpoint.")
 
@@ -181,6 +187,9 @@ def convert_pickle_checkpoint(folder) -> Path:
             raise InputError(f"{path} cannot be read safely ({detail}); it holds more than tensors and plain "
                              f"values, so it is not converted: start a new output_dir.") from error
 
+    if not list(folder.glob("model*.safetensors")):
+        raise InputError(f"{folder} has no model*.safetensors weights (an old pytorch_model.bin checkpoint cannot "
+                         f"be resumed safely); start a new output_dir from its exported weights.")
     step = None
     for path in customs:
         state = read(path)
@@ -191,7 +200,9 @@ def convert_pickle_checkpoint(folder) -> Path:
     for path in sorted(folder.glob("optimizer*.bin")):
         index = path.stem.partition("_")[2] or "0"
         save_state(read(path), folder / f"optimizer_{index}")
-    (folder / RUN_FILE).write_text(json.dumps({"step": step, "converted_from": "accelerate pickle files"}))
+    temporary = folder / (RUN_FILE + ".tmp")  # run.json marks a complete checkpoint: written last, whole
+    temporary.write_text(json.dumps({"step": step, "converted_from": "accelerate pickle files"}))
+    temporary.replace(folder / RUN_FILE)
     for path in [*customs, *folder.glob("optimizer*.bin"), *folder.glob("random_states_*.pkl")]:
         path.unlink()
     return folder

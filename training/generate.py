@@ -1,7 +1,8 @@
 """``python training/run.py generate``: text / image / video -> video (or image) from the command line.
 
-Options come from ``DEFAULTS`` below, then a YAML file (``--config``, same key names), then
-command-line flags (``--steps 30``, ``--start-image a.png``); later layers win. Models are given
+Options come from ``DEFAULTS`` below, then the model folder's ``generate.yaml`` (the settings it
+was made for), then a YAML file (``--config``, same key names), then command-line flags
+(``--steps 30``, ``--start-image a.png``); later layers win. Models are given
 either as one release folder (``--model``: ``transformer/``, ``vae/``, ``text_encoder/``,
 ``tokenizer/``, ``image_encoder/``) or one by one (``--transformer``, ``--vae``, ...; these win
 over the folder's parts). Output: an mp4 (a png for ``--frames 1``), with a progress bar.
@@ -84,8 +85,8 @@ OPTIONS = {
     "overlap_frames": Opt(4, whole(), "frames each chunk takes from the end of the previous one"),
     # speed
     "step_cache": Opt(None, optional(either(flag(), number(0))),
-                      "skip most of the DiT on steps whose input changed less than this threshold; a bare flag "
-                      "or true takes the default (0.4), none is off. See docs/step_cache.md"),
+                      "skip most of the DiT on steps whose input changed less than this threshold; the bare "
+                      "flag (YAML: true) takes the default 0.4; absent (YAML: false) is off. See docs/step_cache.md"),
     # output
     "output": Opt(None, optional(path()), "the file to write: .mp4 / .mkv / .mov (a .png for one frame); "
                                           "default samples/<time>.mp4"),
@@ -179,6 +180,10 @@ def check_combination(config: dict) -> None:
     if config["strength"] != 1.0 and not config["video"]:
         raise InputError(f"--strength {config['strength']} applies to video-to-video only; pass --video, or drop "
                          f"--strength")
+    if config["video"] and config["strength"] == 1.0:  # strength 1 noises the input away entirely
+        raise InputError("--video needs --strength below 1 (lower keeps more of the input: the embedded model "
+                         "follows it at about 0.3, the releases are used at 0.5-0.8); without it the video is "
+                         "ignored")
 
 
 # The embedded default model (``run.py demo-train`` reproduces it): used, with the settings it
@@ -495,9 +500,6 @@ def main(command: str, argv) -> int:
     components = load_components(config)  # after the options are checked: bad numbers cost no loading
     began = time.perf_counter()
     if config["chunk_frames"]:
-        if end is not None or video is not None:
-            raise InputError("--chunk-frames (long-video mode) takes a start image only; drop --end-image / "
-                             "--video or the chunking")
         pieces = iter_long_video(components, config["prompt"], config["negative"], sampling, frames=config["frames"],
                                  chunk_frames=config["chunk_frames"], overlap_frames=config["overlap_frames"],
                                  start_image=start, **options)

@@ -151,13 +151,17 @@ def checkpoint_dir(output_dir) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
+def _step_of(checkpoint: Path) -> int:
+    return int(checkpoint.name[len(CHECKPOINT_PREFIX):])
+
+
 def complete_checkpoints(output_dir) -> list[Path]:
     """Complete checkpoints, oldest first (temporary folders of interrupted saves are ignored)."""
     folder = checkpoint_dir(output_dir)
     if not folder.is_dir():
         return []
     found = [p for p in folder.iterdir() if p.is_dir() and re.fullmatch(CHECKPOINT_PREFIX + r"\d+", p.name)]
-    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+    return sorted(found, key=_step_of)
 
 
 def resolve_resume(resume: str, output_dir) -> Path:
@@ -197,7 +201,12 @@ def save_checkpoint(accelerator, output_dir, step: int, keep: int, objects, trai
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(temp, final)   # the checkpoint becomes visible only when complete
-        for old in complete_checkpoints(output_dir)[:-keep] if keep > 0 else []:
+        later, earlier = [], []
+        for found in complete_checkpoints(output_dir):
+            (later if _step_of(found) > step else earlier).append(found)
+        for abandoned in later:  # left by a run this one resumed before: kept, but no longer 'latest'
+            os.replace(abandoned, abandoned.with_name("superseded-" + abandoned.name))
+        for old in earlier[:-keep] if keep > 0 else []:  # the newest, just written, always stays
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
@@ -370,6 +379,11 @@ def train(accelerator, cfg: dict, stream, step_fn, checkpoint_objects=(), export
     from tqdm.auto import tqdm
 
     output_dir = Path(cfg["output_dir"])
+    accumulate = cfg.get("gradient_accumulation_steps", 1)
+    if cfg["checkpoint_every"] % accumulate:
+        raise InputError(f"train.checkpoint_every {cfg['checkpoint_every']} is not a multiple of "
+                         f"train.gradient_accumulation_steps {accumulate}: a checkpoint there would drop the "
+                         f"gradients gathered so far; use a multiple")
     state = TrainState()
     objects = [state, *checkpoint_objects]
     if resume:

@@ -1,7 +1,7 @@
 """Typed options: every configurable value declared once with its default, type, range and help.
 
 A command's options are a nested dict whose leaves are :class:`Opt` (``{"train": {"lr": Opt(2e-5,
-number(gt=0), "learning rate")}}``). From that one declaration come the defaults
+number(0, low_open=True), "learning rate")}}``). From that one declaration come the defaults
 (:func:`defaults_of`), the ``--help`` listing (:func:`describe`) and the check of a finished
 config (:func:`validate`), which gives every bad value the same one-line message::
 

@@ -25,8 +25,9 @@ MARKERS = ("__tensor__", "__tuple__", "__items__")
 
 def _split(value, key: str, tensors: dict):
     if isinstance(value, torch.Tensor):
-        tensors[key] = value.detach().cpu()
-        return {"__tensor__": key}
+        name = f"{len(tensors)}:{key}"  # numbered: {"a": {"b": x}} and {"a.b": y} flatten to one path
+        tensors[name] = value.detach().cpu()
+        return {"__tensor__": name}
     if isinstance(value, dict):
         if all(isinstance(k, str) and k not in MARKERS for k in value):
             return {k: _split(v, f"{key}.{k}", tensors) for k, v in value.items()}
