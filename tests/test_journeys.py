@@ -148,6 +148,7 @@ def test_video_to_video_follows_the_input_motion_over_the_prompt(shipped):
     assert xs[1.0][-1] < xs[1.0][0] - 4, xs[1.0]
 
 
+@pytest.mark.slow  # ~18 s on two cores
 def test_long_video_with_context_windows_moves_one_way_across_windows(shipped):
     """64 frames in windows of 4 latent frames (the model's 16-frame clips): the object's path
     crosses the window seams without stepping back."""
