@@ -1,17 +1,30 @@
 """A user's journey on a tiny folder: source videos with caption sidecars -> `preprocess all` at its
 defaults -> a few DiT steps on the metadata it wrote -> `generate` from the trained transformer.
-Each stage's output is checked to be what the next one reads."""
+Each stage's output is checked to be what the next one reads, the clips and videos with simple
+computer vision (where the texture went between frames, which colour it is)."""
 
 import json
 import math
 from pathlib import Path
 
+import numpy as np
 from synthetic_videos import write_scenes
-from tiny_models import tiny_dit_config
+from tiny_models import save_dit
 from train_helpers import dit_yaml, losses, write_models
 
 from easyanimate_core.video_io import probe_video, read_video
 from training.preprocess import cli
+
+
+def horizontal_shift(first: np.ndarray, later: np.ndarray, most: int = 10) -> int:
+    """The whole-pixel shift (positive: to the right) that best maps ``first`` onto ``later``."""
+    a, b = first.astype(np.float32), later.astype(np.float32)
+    width = a.shape[1]
+
+    def error(d):
+        return np.abs(b[:, d:] - a[:, :width - d]).mean() if d >= 0 else np.abs(b[:, :d] - a[:, -d:]).mean()
+
+    return min(range(-most, most + 1), key=error)
 
 
 def test_preprocess_then_train_then_generate(tmp_path):
@@ -30,10 +43,19 @@ def test_preprocess_then_train_then_generate(tmp_path):
         info = probe_video(data / row["file_path"])
         assert (info.num_frames, info.width, info.height) == (row["num_frames"], row["width"], row["height"])
         assert row["type"] == "video" and row["text"].endswith("slides to the right")
+        clip, _ = read_video(data / row["file_path"])
+        speed = 0.6 if Path(row["file_path"]).name.startswith("street") else 0.5  # px per frame, as written
+        k = 10
+        shifts = [horizontal_shift(clip[i], clip[i + k]) for i in range(0, len(clip) - k, 4)]
+        # the window slides right over the texture (pan_frames), so what it shows moves left
+        assert all(abs(d + speed * k) <= 1 for d in shifts), (row["file_path"], shifts)
+        red, green, blue = clip.reshape(-1, 3).mean(axis=0)
+        assert red > 1.5 * max(green, blue), (row["file_path"], red, green, blue)  # the scene's red tint
 
     models = write_models(tmp_path / "models")
+    untrained = save_dit(tmp_path / "untrained", in_channels=4)
     run = tmp_path / "run"
-    config = dit_yaml(tmp_path / "dit.yaml", models, data / "metadata.json", run, model={"config": tiny_dit_config(4)},
+    config = dit_yaml(tmp_path / "dit.yaml", models, data / "metadata.json", run, model={"pretrained": str(untrained)},
                       data={"types": "video"}, train={"steps": 2, "ema": False})
     from training.train_dit import main as train
 
@@ -44,10 +66,20 @@ def test_preprocess_then_train_then_generate(tmp_path):
 
     from training.generate import main as generate
 
-    out = tmp_path / "generated.mp4"
-    assert generate("generate", ["--transformer", str(run / "transformer"), "--vae", str(models / "vae"),
-                                 "--text-encoder", str(models / "text_encoder"), "--tokenizer", str(models / "tokenizer"),
-                                 "--prompt", rows[0]["text"], "--negative", "blurry", "--frames", "9", "--width", "32", "--height", "32",
-                                 "--steps", "2", "--seam", "none", "--output", str(out)]) == 0
-    frames, _ = read_video(out)
-    assert frames.shape == (9, 32, 32, 3) and frames.std() > 0
+    def generated(transformer, name):
+        out = tmp_path / name
+        assert generate("generate", [
+            "--transformer", str(transformer), "--vae", str(models / "vae"), "--text-encoder",
+            str(models / "text_encoder"), "--tokenizer", str(models / "tokenizer"), "--prompt", rows[0]["text"],
+            "--negative", "blurry", "--frames", "9", "--width", "32", "--height", "32", "--steps", "2",
+            "--seed", "7", "--seam", "none", "--output", str(out)]) == 0
+        frames, _ = read_video(out)
+        assert frames.shape == (9, 32, 32, 3)
+        return frames.astype(np.float32)
+
+    frames = generated(run / "transformer", "generated.mp4")
+    before = generated(untrained, "untrained.mp4")
+    # the same seed and weights give the same video, so a difference is the training's doing
+    assert np.array_equal(generated(untrained, "untrained_again.mp4"), before)
+    change = np.abs(frames - before).mean()
+    assert change > 1.0, change  # mean absolute change in 0-255 levels (about 6 seen)

@@ -148,6 +148,7 @@ def test_video_to_video_follows_the_input_motion_over_the_prompt(shipped):
     assert xs[1.0][-1] < xs[1.0][0] - 4, xs[1.0]
 
 
+@pytest.mark.slow  # ~18 s on two cores
 def test_long_video_with_context_windows_moves_one_way_across_windows(shipped):
     """64 frames in windows of 4 latent frames (the model's 16-frame clips): the object's path
     crosses the window seams without stepping back."""
@@ -163,20 +164,19 @@ def test_long_video_with_context_windows_moves_one_way_across_windows(shipped):
 def test_motion_lora_strength_changes_the_motion_its_way_and_unloads_bit_exactly(shipped):
     """pan_left was trained on clips whose camera pans left, so the scene moves right: the x
     velocity of the object rises with the LoRA (the demo evaluator's check). Removing it gives
-    the very same video as the unchanged weights (strength 0 adds exact zeros)."""
+    the very same video as the weights gave before the LoRA was ever loaded."""
     from easyanimate_core.models.lora import apply_loras, linear_layers, load_lora
 
     prompts = ["a red circle moves up on a gray background", "a blue circle moves down on a gray background"]
     options = SamplingOptions(seed=0, steps=10, cfg=5.0)
+    videos = {0.0: generate(shipped, prompts, "", options, frames=16, **SIZE)}  # before any LoRA
     layers = linear_layers(shipped.transformer)
     lora = load_lora(str(MODEL / "motion_lora" / "pan_left.safetensors"), layers, kind="motion_lora")
-    videos = {}
-    for strength in (0.0, 1.0):
-        applied = apply_loras(layers, [(lora, strength)])
-        try:
-            videos[strength] = generate(shipped, prompts, "", options, frames=16, **SIZE)
-        finally:
-            applied.remove()
+    applied = apply_loras(layers, [(lora, 1.0)])
+    try:
+        videos[1.0] = generate(shipped, prompts, "", options, frames=16, **SIZE)
+    finally:
+        applied.remove()
     velocity = {strength: horizontal_velocity(np.stack([frames_of(video, k) for k in range(len(prompts))]))
                 for strength, video in videos.items()}
     assert velocity[1.0] > velocity[0.0] + 0.3, velocity

@@ -4,6 +4,7 @@ not weights-only (their code never runs), and a loose DiT file that needs its co
 
 import json
 import os
+import pickle
 import shutil
 
 import pytest
@@ -156,6 +157,9 @@ def test_motion_config_fields_of_the_wrong_type_are_one_line(models):
 
 def test_hostile_pickles_never_run_and_are_named(models, tmp_path):
     marker = tmp_path / "marker"
+    pickle.loads(pickle.dumps(WritesMarker(marker)))  # the payload works: unpickling it runs the command
+    assert marker.exists()
+    marker.unlink()
     state = load_state_dict(models / "transformer")
     evil = tmp_path / "dit.pt"
     torch.save({**state, "extra": WritesMarker(marker)}, evil)

@@ -82,22 +82,24 @@ def test_detection_reads_only_headers_and_is_cached_per_change(shelf, monkeypatc
 
     monkeypatch.setattr(io, "load_state_dict", counting)
     moved = easy / "moving.safetensors"
-    shutil.copy(easy / "camera.safetensors", moved)
-    assert detect.loadable_as(moved) == {detect.LORA, detect.MOTION_LORA}
-    assert reads == [(str(moved), "meta")]  # names and shapes only
-    assert detect.loadable_as(moved) == {detect.LORA, detect.MOTION_LORA}
-    assert len(reads) == 1  # cached
-    shutil.copy(easy / "mm.safetensors", moved)  # replaced: new size / mtime
-    assert detect.loadable_as(moved) == {detect.MOTION_MODULE}
-    assert len(reads) == 2
     broken = easy / "broken.safetensors"
-    broken.write_bytes((easy / "mm.safetensors").read_bytes()[:200])
-    with caplog.at_level("WARNING"):
-        assert detect.loadable_as(broken) == frozenset()
-        assert detect.loadable_as(broken) == frozenset()
-    assert caplog.text.count("broken.safetensors is not listed by any loader") == 1  # once per change
-    moved.unlink()
-    broken.unlink()
+    try:  # the shelf is shared by the module: take the added files away even when an assert fails
+        shutil.copy(easy / "camera.safetensors", moved)
+        assert detect.loadable_as(moved) == {detect.LORA, detect.MOTION_LORA}
+        assert reads == [(str(moved), "meta")]  # names and shapes only
+        assert detect.loadable_as(moved) == {detect.LORA, detect.MOTION_LORA}
+        assert len(reads) == 1  # cached
+        shutil.copy(easy / "mm.safetensors", moved)  # replaced: new size / mtime
+        assert detect.loadable_as(moved) == {detect.MOTION_MODULE}
+        assert len(reads) == 2
+        broken.write_bytes((easy / "mm.safetensors").read_bytes()[:200])
+        with caplog.at_level("WARNING"):
+            assert detect.loadable_as(broken) == frozenset()
+            assert detect.loadable_as(broken) == frozenset()
+        assert caplog.text.count("broken.safetensors is not listed by any loader") == 1  # once per change
+    finally:
+        moved.unlink(missing_ok=True)
+        broken.unlink(missing_ok=True)
 
 
 def test_a_folder_is_redetected_when_its_config_changes(shelf, tmp_path):

@@ -148,7 +148,9 @@ def test_unit_wise_encoding_equals_encoding_the_clip(vae):
 def test_inp_condition_marks_the_end_frame_as_kept(vae):
     """The 12-channel path keeps the reference's input (what its models were trained on): the
     end image sits in the masked video and the mask says kept, so the last latents differ from
-    the all-generated condition's, and the unit before it is untouched."""
+    the all-generated condition's, while the first two latent frames are identical. The latent
+    frame right before the end's is not compared: the VAE's temporal layers carry some of the end
+    image into it (it differs by a few hundredths here)."""
     from easyanimate_core.sampling.inpaint import all_generated_condition
 
     end = torch.rand(3, 32, 32)

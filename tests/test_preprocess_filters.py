@@ -89,7 +89,7 @@ def test_a_hostile_flow_model_file_is_refused_without_running_it(pans, tmp_path)
     for option in (["--flow-weights", str(hostile)], ["--flow", "raft", "--flow-weights", str(hostile)]):
         result = subprocess.run([sys.executable, str(ROOT / "training" / "run.py"), "preprocess", "motion", "--input",
                                  str(pans), "--output", str(tmp_path / "motion.jsonl"), *option],
-                                cwd=ROOT, capture_output=True, text=True)
+                                cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert result.returncode == 1 and not marker.exists()
         assert result.stderr.strip().count("\n") == 0 and "was removed" in result.stderr, result.stderr
     assert not (tmp_path / "motion.jsonl").exists()

@@ -24,7 +24,7 @@ def run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("work")
     result = subprocess.run([sys.executable, str(ROOT / "training" / "run.py"), "preprocess", "all",
                              "--input", str(sources), "--workdir", str(workdir)],
-                            cwd=ROOT, capture_output=True, text=True)
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     return sources, truth, workdir, result
 
 

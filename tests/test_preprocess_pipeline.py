@@ -135,7 +135,8 @@ def test_killed_stage_resumes_without_repeats_or_losses(tmp_path):
     assert process.wait() == -signal.SIGKILL, "the stage finished before it could be killed"
     partial = len(read_jsonl(out))
     assert 5 <= partial < 40
-    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=300)
     names = [r["file_path"] for r in read_jsonl(out)]
     assert sorted(names) == [f"c{k:02d}.mp4" for k in range(40)]  # each once, none lost
     assert all("motion_score" in r for r in read_jsonl(out))
@@ -213,7 +214,7 @@ def test_a_run_that_keeps_nothing_fails_naming_the_filter_and_its_scores(sources
     range of their scores, writes the summary and no metadata."""
     command = [sys.executable, str(ROOT / "training" / "run.py"), "preprocess", "all", "--input", str(sources),
                "--workdir", str(tmp_path), "--min-motion", "500", "--max-motion", "1000"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     error = result.stderr.strip().splitlines()[-1]
     assert error.startswith("error: no clip was kept: split 5 clips cut from 4 sources")

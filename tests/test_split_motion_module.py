@@ -49,7 +49,7 @@ def test_split_rebuilds_the_video_dit_exactly(tmp_path):
         torch.testing.assert_close(combined(x, t, text), full(x, t, text), atol=1e-6, rtol=0)
 
 
-def test_split_errors_are_one_line(tmp_path):
+def test_split_errors_are_one_line(tmp_path, capsys):
     model = build_dit(4)
     image_folder = tmp_path / "image"
     image_folder.mkdir()
@@ -67,8 +67,11 @@ def test_split_errors_are_one_line(tmp_path):
     with pytest.raises(InputError, match=r"must end in \.safetensors"):
         split_motion_module(folder, tmp_path / "b", tmp_path / "m.pt")
     assert not (tmp_path / "b").exists()  # refused before anything was written
+    capsys.readouterr()
     assert run(["split-motion-module", str(image_folder), "--base", str(tmp_path / "b"),
                 "--motion-module", str(tmp_path / "m.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "no motion-module config" in err, err
 
 
 def test_shipped_split_reproduces_the_shipped_dit_exactly():

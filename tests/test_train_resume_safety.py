@@ -33,8 +33,10 @@ def finished(tmp_path_factory):
     return cfg, out, data
 
 
-def _resume(cfg, checkpoint, capsys, *extra):
-    code = run_main(["vae", "--config", cfg, "--resume", str(checkpoint), *extra])
+def _resume(cfg, checkpoint, capsys, out, *extra):
+    """Resume into ``out``, never into the shared run folder of ``finished``: a resumed run that
+    wrote there would change what the other tests compare against."""
+    code = run_main(["vae", "--config", cfg, "--resume", str(checkpoint), f"train.output_dir={out}", *extra])
     err = capsys.readouterr().err.strip()
     return code, err
 
@@ -56,10 +58,13 @@ def test_checkpoint_holds_no_pickle(finished):
 def test_crafted_pickle_is_never_loaded(finished, tmp_path, capsys):
     cfg = finished[0]
     marker = tmp_path / "owned"
+    pickle.loads(pickle.dumps(Payload(marker))).close()  # the payload works: unpickling it writes the marker
+    assert marker.exists()
+    marker.unlink()
     old_style = _copy(finished, tmp_path)
     (old_style / "run.json").unlink()
     (old_style / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(Payload(marker)))
-    code, err = _resume(cfg, old_style, capsys)
+    code, err = _resume(cfg, old_style, capsys, tmp_path / "old_out")
     assert code == 1 and not marker.exists()
     assert len(err.splitlines()) == 1 and "old pickle format" in err and "convert-checkpoint" in err
     # the converter reads with weights_only=True: it refuses the payload instead of running it
@@ -70,7 +75,9 @@ def test_crafted_pickle_is_never_loaded(finished, tmp_path, capsys):
     current = _copy(finished, tmp_path / "current")
     (current / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(Payload(marker)))
     (current / "optimizer.bin").write_bytes(pickle.dumps(Payload(marker)))
-    assert _resume(cfg, current, capsys)[0] == 0 and not marker.exists()
+    current_out = tmp_path / "current_out"
+    assert _resume(cfg, current, capsys, current_out)[0] == 0 and not marker.exists()
+    assert (current_out / "vae" / "diffusion_pytorch_model.safetensors").is_file()  # it did resume and finish
 
 
 def test_old_format_converts_and_resumes_to_the_same_weights(finished, tmp_path, capsys):
@@ -92,7 +99,7 @@ def test_old_format_converts_and_resumes_to_the_same_weights(finished, tmp_path,
     (old / "run.json").unlink()
     assert run_main(["convert-checkpoint", str(old)]) == 0
     resumed_out = tmp_path / "resumed"
-    code, err = _resume(cfg, old, capsys, f"train.output_dir={resumed_out}")
+    code, err = _resume(cfg, old, capsys, resumed_out)
     assert code == 0, err
     straight = load_file(str(out / "vae" / "diffusion_pytorch_model.safetensors"))
     again = load_file(str(resumed_out / "vae" / "diffusion_pytorch_model.safetensors"))
@@ -116,14 +123,14 @@ def test_damaged_checkpoint_is_one_line(finished, tmp_path, capsys, damage, expe
         (folder / "state_1.json").write_text("{not json")
     else:
         (folder / "run.json").unlink()
-    code, err = _resume(finished[0], folder, capsys)
+    code, err = _resume(finished[0], folder, capsys, tmp_path / "out")
     assert code == 1 and len(err.splitlines()) == 1 and expected in err, err
 
 
 def test_a_different_model_and_a_changed_lr_are_named(finished, tmp_path, capsys):
     cfg, _, _ = finished
     folder = _copy(finished, tmp_path)
-    code, err = _resume(cfg, folder, capsys, "model.config.latent_channels=8")
+    code, err = _resume(cfg, folder, capsys, tmp_path / "model", "model.config.latent_channels=8")
     assert code == 1 and len(err.splitlines()) == 1 and "holds a different model" in err, err
     code = run_main(["vae", "--config", cfg, "--resume", str(folder), "train.lr=0.5",
                      f"train.output_dir={tmp_path / 'lr'}"])
