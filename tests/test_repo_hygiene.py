@@ -26,11 +26,6 @@ TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml", ".json", ".js", ".txt",
 # exist on one machine only (tests use tmp_path, code takes its folders from the user).
 MACHINE_PATH = re.compile(r"(?<![\w.$])/(?:work|home|Users|root|mnt|opt|srv|tmp)/[\w.-]+"
                           r"|\b[A-Za-z]:\\{1,2}Users\\")
-# Known lines outside tests/ that the pattern flags, each with why it is let through for now.
-MACHINE_PATH_KNOWN = {
-    # (split so that this line is not itself a match)
-    ("training/demo/chain.py", "e.g. workdir=/" "tmp/demo"): "an example in --help text, not a path the code uses",
-}
 # Imports that no extra declares, each with why: optional backends that say how to install them.
 UNDECLARED_OK = {"easyocr": "optional text detector; its error names `pip install easyocr`"}
 # Imports whose package is not installed here, mapped to the distribution that provides them.
@@ -64,9 +59,7 @@ def test_no_absolute_machine_path_in_the_repository():
     found = []
     for path in _repository_text_files():
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-            name = path.relative_to(ROOT).as_posix()
-            if MACHINE_PATH.search(line) and not any(name == known and text in line
-                                                     for known, text in MACHINE_PATH_KNOWN):
+            if MACHINE_PATH.search(line):
                 found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()[:100]}")
     assert not found, "absolute machine paths (use paths relative to the repository):\n" + "\n".join(found)
 

@@ -329,7 +329,7 @@ def parse(argv) -> dict:
                                      epilog=__doc__.split("\n\n", 2)[2])
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="demo YAML (default: %(default)s)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="e.g. workdir=/tmp/demo stages.dit-full.train.steps=100")
+                        help="e.g. workdir=runs/demo stages.dit-full.train.steps=100")
     args = parser.parse_args(list(argv))
     cfg = build_config(DEFAULTS, args.config)
     for item in args.overrides:
