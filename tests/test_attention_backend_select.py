@@ -77,9 +77,11 @@ def test_bad_choices_are_refused_before_loading(tmp_path, monkeypatch):
 def test_load_dit_node_appends_the_input(pack, dit_folder, monkeypatch):
     nodes = pack.nodes.dit_nodes
     monkeypatch.setenv("VDIT_MODELS_DIR", str(dit_folder.parent))
-    required = nodes.VDiT_LoadDiT.INPUT_TYPES()["required"]
-    assert list(required) == ["dit_name", "weight_dtype", "config_preset", "attention"]  # appended last
-    assert required["attention"][0] == ("sdpa", "xformers", "chunked") and required["attention"][1]["default"] == "sdpa"
+    inputs = nodes.VDiT_LoadDiT.INPUT_TYPES()
+    # appended after the saved widgets, and optional: API prompts saved before it still validate
+    assert list(inputs["required"]) == ["dit_name", "weight_dtype", "config_preset"]
+    attention = inputs["optional"]["attention"]
+    assert attention[0] == ("sdpa", "xformers", "chunked") and attention[1]["default"] == "sdpa"
     (handle,) = nodes.VDiT_LoadDiT().load("transformer", "fp32", "auto", "chunked")
     assert _backends(handle.model) == {"chunked"}
     (saved,) = nodes.VDiT_LoadDiT().load("transformer", "fp32", "auto")  # a workflow saved before the input
