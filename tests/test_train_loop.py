@@ -357,3 +357,19 @@ def test_a_checkpoint_inside_a_gradient_accumulation_is_refused(tmp_path, data):
                       train={"steps": 4, "checkpoint_every": 3, "gradient_accumulation_steps": 2})
     with pytest.raises(InputError, match="checkpoint_every 3 is not a multiple of train.gradient_accumulation_steps 2"):
         main("dit-motion", ["--config", config])
+
+
+def test_resuming_with_another_data_plan_is_refused(tmp_path, data):
+    from training.loop import complete_checkpoints
+    from training.train_dit import main
+
+    models = write_models(tmp_path / "models")
+    sections = {"model": {"config": {**image_dit_config(), **motion_config()}},
+                "train": {"steps": 4, "checkpoint_every": 2}}
+    config = dit_yaml(tmp_path / "a.yaml", models, data, tmp_path / "run", **sections)
+    assert main("dit-motion", ["--config", config]) == 0
+    first = str(complete_checkpoints(tmp_path / "run")[0])
+    # the same data, the same seed: the position is meaningful and the run resumes
+    assert main("dit-motion", ["--config", config, "--resume", first, "train.steps=6"]) == 0
+    with pytest.raises(InputError, match="belongs to another batch plan"):
+        main("dit-motion", ["--config", config, "--resume", first, "train.seed=7"])

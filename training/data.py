@@ -361,6 +361,7 @@ class BatchStream:
     def __init__(self, plan: BatchPlan, dataset, num_workers: int = 0):
         self.plan, self.dataset, self.num_workers = plan, dataset, num_workers
         self.epoch, self.batch = 0, 0
+        self._digest = None
 
     def __iter__(self):
         while True:
@@ -372,8 +373,27 @@ class BatchStream:
                 yield batch
             self.epoch, self.batch = self.epoch + 1, 0
 
+    def plan_digest(self) -> str:
+        """A fingerprint of the batch plan of every rank (its first epoch): a saved position means
+        something only in the plan it was taken in (same data, sizes, buckets, seed, world size)."""
+        if self._digest is None:
+            import copy
+            import hashlib
+
+            ranks = []
+            for rank in range(self.plan.world_size):
+                view = copy.copy(self.plan)  # shares the memoised global batches
+                view.rank = rank
+                ranks.append(view.epoch_batches(0))
+            self._digest = hashlib.sha256(repr(ranks).encode()).hexdigest()[:16]
+        return self._digest
+
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "batch": self.batch}
+        return {"epoch": self.epoch, "batch": self.batch, "plan": self.plan_digest()}
 
     def load_state_dict(self, state: dict) -> None:
+        if "plan" in state and state["plan"] != self.plan_digest():
+            raise InputError("the checkpoint's data position belongs to another batch plan (data.* options, the "
+                             "metadata or train.seed changed since it was saved); resume with the config that "
+                             "made it or start a new output_dir")
         self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
