@@ -72,14 +72,15 @@ def test_preprocess_then_train_then_generate(tmp_path):
             "--transformer", str(transformer), "--vae", str(models / "vae"), "--text-encoder",
             str(models / "text_encoder"), "--tokenizer", str(models / "tokenizer"), "--prompt", rows[0]["text"],
             "--negative", "blurry", "--frames", "9", "--width", "32", "--height", "32", "--steps", "2",
-            "--seed", "7", "--seam", "none", "--output", str(out)]) == 0
+            "--seed", "7", "--seam", "none", "--threads", "1", "--output", str(out)]) == 0
         frames, _ = read_video(out)
         assert frames.shape == (9, 32, 32, 3)
         return frames.astype(np.float32)
 
     frames = generated(run / "transformer", "generated.mp4")
     before = generated(untrained, "untrained.mp4")
-    # the same seed and weights give the same video, so a difference is the training's doing
-    assert np.array_equal(generated(untrained, "untrained_again.mp4"), before)
+    # the same seed and weights give (nearly: video coding, float order) the same video, so a
+    # difference well beyond that is the training's doing
+    rerun = np.abs(generated(untrained, "untrained_again.mp4") - before).mean()
     change = np.abs(frames - before).mean()
-    assert change > 1.0, change  # mean absolute change in 0-255 levels (about 6 seen)
+    assert change > max(1.0, 4 * rerun), (change, rerun)  # mean absolute change in 0-255 levels (about 6 seen)
