@@ -107,11 +107,14 @@ class ContextWindows:
         return [(w, weight / total[list(w)]) for w, weight in zip(windows, weights)]
 
 
+def _contiguous(window: Window) -> bool:
+    return window[-1] - window[0] + 1 == len(window)
+
+
 def take_frames(tensor: torch.Tensor, window: Window, frame_dim: int = 2) -> torch.Tensor:
     """The frames ``window`` of ``tensor``: a view for contiguous windows, a gather otherwise."""
-    first, last = window[0], window[-1]
-    if last - first + 1 == len(window):
-        return tensor.narrow(frame_dim, first, len(window))
+    if _contiguous(window):
+        return tensor.narrow(frame_dim, window[0], len(window))
     return tensor.index_select(frame_dim, torch.tensor(window, device=tensor.device))
 
 
@@ -124,6 +127,8 @@ def fuse_windows(predict: Callable[[Window], torch.Tensor], plan: list, like: to
     shape = [1] * like.ndim
     for window, weight in plan:
         shape[frame_dim] = len(window)
-        weighted = predict(window) * weight.view(shape)
-        fused.index_add_(frame_dim, torch.tensor(window, device=like.device), weighted)
+        if _contiguous(window):  # added in place through a view: no index tensor, no copy
+            take_frames(fused, window, frame_dim).addcmul_(predict(window), weight.view(shape))
+        else:
+            fused.index_add_(frame_dim, torch.tensor(window, device=like.device), predict(window) * weight.view(shape))
     return fused

@@ -354,7 +354,8 @@ def generate_encoded(components: Components, cond, uncond=None, options: Samplin
     if video is None and options.strength < 1.0:
         raise InputError(f"strength {options.strength} < 1 needs an input video (video-to-video); pass a video "
                          f"or use strength 1.0")
-    progress = with_interrupt(progress, options.interrupt)
+    # denoise checks the interrupt itself; the VAE's windows get it through their progress
+    vae_progress = with_interrupt(progress, options.interrupt)
     cond = as_text_condition(cond)
     batch = cond.embeds.shape[0]
     is_inp = model_channels(components.transformer) != int(vae.config.get("latent_channels", 4))
@@ -364,7 +365,7 @@ def generate_encoded(components: Components, cond, uncond=None, options: Samplin
         clip_embeds = image_condition(components, first[None])
     with components.using(vae):
         inpaint = encode_condition(vae, frames, width, height, start_image=start_image, end_image=end_image,
-                                   video=video, inp=is_inp, progress=progress)
+                                   video=video, inp=is_inp, progress=vae_progress)
     shape = shape_rules.latent_shape(vae, frames, width, height, batch)
     if video is not None:
         latents = inpaint.video_latents.expand(shape) / vae.scaling_factor
@@ -377,4 +378,4 @@ def generate_encoded(components: Components, cond, uncond=None, options: Samplin
         latents = denoise(transformer, latents, cond, uncond, options, generator=generator,
                           scaling_factor=vae.scaling_factor, inpaint=inpaint, clip_embeds=clip_embeds,
                           progress=progress)
-    return decode(components, latents, seam=seam, progress=progress)
+    return decode(components, latents, seam=seam, progress=vae_progress)
