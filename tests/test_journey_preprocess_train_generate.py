@@ -66,21 +66,24 @@ def test_preprocess_then_train_then_generate(tmp_path):
 
     from training.generate import main as generate
 
-    def generated(transformer, name):
-        out = tmp_path / name
-        assert generate("generate", [
-            "--transformer", str(transformer), "--vae", str(models / "vae"), "--text-encoder",
-            str(models / "text_encoder"), "--tokenizer", str(models / "tokenizer"), "--prompt", rows[0]["text"],
-            "--negative", "blurry", "--frames", "9", "--width", "32", "--height", "32", "--steps", "2",
-            "--seed", "7", "--seam", "none", "--threads", "1", "--output", str(out)]) == 0
-        frames, _ = read_video(out)
-        assert frames.shape == (9, 32, 32, 3)
-        return frames.astype(np.float32)
+    out = tmp_path / "generated.mp4"
+    assert generate("generate", [
+        "--transformer", str(run / "transformer"), "--vae", str(models / "vae"), "--text-encoder",
+        str(models / "text_encoder"), "--tokenizer", str(models / "tokenizer"), "--prompt", rows[0]["text"],
+        "--negative", "blurry", "--frames", "9", "--width", "32", "--height", "32", "--steps", "2",
+        "--seed", "7", "--seam", "none", "--output", str(out)]) == 0
+    assert read_video(out)[0].shape == (9, 32, 32, 3)
 
-    frames = generated(run / "transformer", "generated.mp4")
-    before = generated(untrained, "untrained.mp4")
-    # the same seed and weights give (nearly: video coding, float order) the same video, so a
-    # difference well beyond that is the training's doing
-    rerun = np.abs(generated(untrained, "untrained_again.mp4") - before).mean()
-    change = np.abs(frames - before).mean()
-    assert change > max(1.0, 4 * rerun), (change, rerun)  # mean absolute change in 0-255 levels (about 6 seen)
+    # training changed what the model makes: compared as decoded tensors, since H.264's threaded
+    # encoder does not give the same bytes twice for noise-like frames
+    import easyanimate_core as ea
+
+    def sampled(transformer):
+        parts = ea.load_components(transformer, models / "vae", models / "text_encoder", tokenizer=models / "tokenizer")
+        options = ea.SamplingOptions(steps=2, seed=7)
+        return ea.generate(parts, rows[0]["text"], "blurry", options, width=32, height=32, frames=9) * 255
+
+    before = sampled(untrained)
+    assert bool((sampled(untrained) == before).all())  # the same seed and weights: the same video
+    change = float((sampled(run / "transformer") - before).abs().mean())
+    assert change > 1.0, change  # mean absolute change in 0-255 levels
