@@ -67,6 +67,11 @@ def test_split_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(InputError, match=r"must end in \.safetensors"):
         split_motion_module(folder, tmp_path / "b", tmp_path / "m.pt")
     assert not (tmp_path / "b").exists()  # refused before anything was written
+    weights = (folder / "diffusion_pytorch_model.safetensors").read_bytes()
+    for base, motion in ((folder, tmp_path / "m.safetensors"), (tmp_path / "b", folder / "m.safetensors")):
+        with pytest.raises(InputError, match="must not overwrite the model being split"):
+            split_motion_module(folder, base, motion)
+    assert (folder / "diffusion_pytorch_model.safetensors").read_bytes() == weights  # the source is untouched
     capsys.readouterr()
     assert run(["split-motion-module", str(image_folder), "--base", str(tmp_path / "b"),
                 "--motion-module", str(tmp_path / "m.safetensors")]) == 1

@@ -97,6 +97,14 @@ def test_old_format_converts_and_resumes_to_the_same_weights(finished, tmp_path,
         state.unlink()
         state.with_suffix(".safetensors").unlink()
     (old / "run.json").unlink()
+    weights = sorted(old.glob("model*.safetensors"))
+    for file in weights:  # without the model's safetensors weights nothing is converted or deleted
+        file.rename(file.with_suffix(".hidden"))
+    assert run_main(["convert-checkpoint", str(old)]) == 1
+    assert "has no model*.safetensors weights" in capsys.readouterr().err
+    assert (old / "custom_checkpoint_0.pkl").is_file()
+    for file in weights:
+        file.with_suffix(".hidden").rename(file)
     assert run_main(["convert-checkpoint", str(old)]) == 0
     resumed_out = tmp_path / "resumed"
     code, err = _resume(cfg, old, capsys, resumed_out)
